@@ -1,0 +1,1 @@
+"""Data layer: the HDF5 dataset format, experts, collection, importers and data modules."""
