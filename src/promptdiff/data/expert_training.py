@@ -9,8 +9,11 @@ a `medium` policy is picked for the prompt-initialisation experiments.
 
 from __future__ import annotations
 
+import json
+import platform
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from promptdiff.data.expert_policy import export_sb3_policy
@@ -34,6 +37,7 @@ class ExpertTrainingConfig:
     work_dir: str = "runs/experts"
     output: str = "datasets/{family}/expert_policy.pt"
     subprocess: bool = True
+    medium_output: str | None = None  # e.g. datasets/{family}/medium_policy.pt
 
 
 def _make_vec_env(cfg: ExpertTrainingConfig):
@@ -95,23 +99,76 @@ def train_expert(cfg: ExpertTrainingConfig) -> Path:
             verbose=0,
             tensorboard_log=str(work / "tb"),
         )
+    progress_file = work / "progress.json"
+    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"wall_time_s": 0.0}
     while done < cfg.total_steps:
         chunk = min(cfg.checkpoint_every, cfg.total_steps - done)
+        tic = time.time()
         model.learn(chunk, reset_num_timesteps=False, progress_bar=False, tb_log_name="ppo")
+        progress["wall_time_s"] += time.time() - tic
         done = model.num_timesteps
         model.save(str(ckpt_dir / f"ppo_{done}.zip"))
         venv.save(str(ckpt_dir / f"vecnormalize_{done}.pkl"))
         export_sb3_policy(model, venv, work / "snapshots" / f"actor_{done}.pt")
         ep = [e["r"] for e in model.ep_info_buffer]
         mean_ep = sum(ep) / max(len(ep), 1)
+        progress.update(steps=done, recent_return=mean_ep)
+        progress_file.write_text(json.dumps(progress))
         print(f"{cfg.family}: {done}/{cfg.total_steps} steps, recent episode return {mean_ep:.1f}", flush=True)
     out = Path(cfg.output.format(family=cfg.family))
     export_sb3_policy(model, venv, out)
     venv.close()
+    summary = {
+        "command": f"promptdiff expert train --config conf/expert/{cfg.family}.yaml",
+        "summary": (f"stable-baselines3 PPO, {done} env steps, {progress['wall_time_s'] / 60:.0f} min on "
+                    f"{platform.machine()} with {cfg.n_envs} envs; recent training-episode return "
+                    f"{progress['recent_return']:.1f} (random tasks, sampled actions)."),
+        "steps": done,
+        "wall_time_s": round(progress["wall_time_s"], 1),
+        "config": asdict(cfg),
+    }
+    if cfg.medium_output:
+        medium = select_medium_policy(cfg.family, work / "snapshots", Path(cfg.medium_output.format(family=cfg.family)), out)
+        summary["medium"] = medium
+    out.with_name("expert_training.json").write_text(json.dumps(summary, indent=1) + "\n")
     return out
 
 
-if __name__ == "__main__":  # python -m promptdiff.data.expert_training FAMILY STEPS
+def _mean_return(family: str, actor_path: Path | None, episodes_per_task: int = 1) -> float:
+    """Mean return over all tasks (deterministic actor; None: uniform random actions)."""
+    import numpy as np
+
+    from promptdiff.data.collect import rollout_batch
+    from promptdiff.data.experts import LearnedExpert, RandomPolicy
+    from promptdiff.envs import get_family
+
+    fam = get_family(family)
+    policy = RandomPolicy() if actor_path is None else LearnedExpert(family, actor_path)
+    tasks = [t for t in range(fam.num_tasks) for _ in range(episodes_per_task)]
+    seeds = [31_337 + i for i in range(len(tasks))]
+    trajs = rollout_batch(fam, tasks, seeds, policy, np.random.default_rng(0))
+    return float(np.mean([t.episode_return for t in trajs]))
+
+
+def select_medium_policy(family: str, snapshots: Path, out: Path, expert: Path) -> dict:
+    """Pick the training snapshot whose mean return is closest to halfway from random to expert."""
+    import shutil
+
+    rand, best = _mean_return(family, None), _mean_return(family, expert)
+    target = rand + 0.5 * (best - rand)
+    scored = []
+    for snap in sorted(snapshots.glob("actor_*.pt"), key=lambda p: int(p.stem.split("_")[1])):
+        scored.append((abs(_mean_return(family, snap) - target), snap))
+    _, chosen = min(scored)
+    chosen_return = _mean_return(family, chosen)
+    shutil.copyfile(chosen, out)
+    print(f"medium policy: {chosen.name}, return {chosen_return:.1f} (random {rand:.1f}, expert {best:.1f})")
+    return {"snapshot": chosen.name, "return": chosen_return, "random_return": rand,
+            "expert_return": best, "target": target}
+
+
+if __name__ == "__main__":  # python -m promptdiff.data.expert_training FAMILY STEPS [MEDIUM_OUT]
     import sys
 
-    train_expert(ExpertTrainingConfig(family=sys.argv[1], total_steps=int(sys.argv[2])))
+    medium_out = sys.argv[3] if len(sys.argv) > 3 else None
+    train_expert(ExpertTrainingConfig(family=sys.argv[1], total_steps=int(sys.argv[2]), medium_output=medium_out))

@@ -9,6 +9,7 @@ data too: `data_family` names the family whose files hold the trajectories.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -57,7 +58,7 @@ class TaskFamily:
         """(num_tasks, P) task parameters: direction, target velocity, goal angle or goal xyz."""
         if self._params is not None:
             return np.asarray(self._params, dtype=np.float64)
-        return _metaworld_goals(self.name)
+        return _metaworld_goals(self.name).copy()
 
     def split_of(self, task: int) -> str:
         if task in self.test_tasks:
@@ -67,6 +68,7 @@ class TaskFamily:
         return "unused"
 
 
+@functools.lru_cache(maxsize=None)
 def _metaworld_goals(name: str) -> np.ndarray:
     from promptdiff.envs.metaworld_ml1 import ML1Env
 

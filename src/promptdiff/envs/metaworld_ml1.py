@@ -44,6 +44,8 @@ class ML1Env(gym.Env):
         self._env = benchmark.train_classes[family.metaworld_name](render_mode=render_mode)
         self._env.set_task(benchmark.train_tasks[self.task])
         self._env._partially_observable = not self.goal_visible
+        # Meta-World clips observations to a cached space computed for the old observability.
+        self._env.__dict__.pop("sawyer_observation_space", None)
         self.task_param = np.asarray(self._env._target_pos, dtype=np.float64).copy()
         self.render_mode = render_mode
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)

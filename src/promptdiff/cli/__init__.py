@@ -1,0 +1,1 @@
+"""The `promptdiff` console script."""

@@ -1,0 +1,116 @@
+"""`promptdiff`: one console script for every stage.
+
+    promptdiff collect --config conf/collect/<family>.yaml      expert data -> datasets/<family>/
+    promptdiff expert train --config conf/expert/<family>.yaml  train a learned expert (PPO)
+    promptdiff data import-prompt-dt SRC --family NAME          convert Prompt-DT's pickles
+    promptdiff data info FILE                                   summarise a trajectory file
+
+Subcommands parse with jsonargparse (LightningCLI's parser): every option can come from a YAML
+given with --config and be overridden on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from promptdiff import __version__
+
+
+def _collect_parser() -> ArgumentParser:
+    from promptdiff.data.collect import CollectConfig
+
+    p = ArgumentParser(description="Roll out the expert on every task of a family and write "
+                       "its training set and few-shot prompt pool (HDF5) plus the dataset card.")  # fmt: skip
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
+    p.add_class_arguments(CollectConfig, as_group=False)
+    return p
+
+
+def _expert_train_parser() -> ArgumentParser:
+    from promptdiff.data.expert_training import ExpertTrainingConfig
+
+    p = ArgumentParser(description="Train a task-conditioned PPO expert (stable-baselines3); "
+                       "resumes from the newest checkpoint in work_dir.")  # fmt: skip
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
+    p.add_class_arguments(ExpertTrainingConfig, as_group=False)
+    return p
+
+
+def _import_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Convert Prompt-DT's <env>-<i>-expert.pkl and "
+                       "<env>-<i>-prompt-expert.pkl files into promptdiff's HDF5 format.")  # fmt: skip
+    p.add_argument("src", type=str, help="directory holding the pickles")
+    p.add_argument("--family", type=str, required=True, help="task family, e.g. cheetah_vel")
+    p.add_argument("--out_root", type=str, default="datasets", help="output root directory")
+    p.add_argument("--env_prefix", type=str | None, default=None, help="file-name prefix <env>")
+    p.add_argument("--tasks", type=list[int] | None, default=None, help="task indices (default: all found)")
+    return p
+
+
+def _info_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Validate a trajectory file and print its per-task statistics.")
+    p.add_argument("file", type=str)
+    return p
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="promptdiff", description=__doc__.split("\n\n")[0].strip("` "),
+                            version=f"promptdiff {__version__}")  # fmt: skip
+    sub = parser.add_subcommands(dest="command")
+    sub.add_subcommand("collect", _collect_parser(), help="collect expert data for a task family")
+    expert = ArgumentParser(description="Learned experts.")
+    sub.add_subcommand("expert", expert, help="train the learned experts")
+    expert_sub = expert.add_subcommands(dest="action")
+    expert_sub.add_subcommand("train", _expert_train_parser(), help="train a PPO expert")
+    data = ArgumentParser(description="Dataset tools.")
+    sub.add_subcommand("data", data, help="import and inspect datasets")
+    data_sub = data.add_subcommands(dest="action")
+    data_sub.add_subcommand("import-prompt-dt", _import_parser(), help="import Prompt-DT pickles")
+    data_sub.add_subcommand("info", _info_parser(), help="summarise a trajectory file")
+    return parser
+
+
+def _strip(ns) -> dict:
+    d = ns.as_dict()
+    d.pop("config", None)
+    d.pop("__path__", None)
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    from promptdiff.data.hdf5_format import DatasetError
+
+    try:
+        if cfg.command == "collect":
+            from promptdiff.data.collect import CollectConfig, collect
+
+            for path in collect(CollectConfig(**_strip(cfg.collect))):
+                print(path)
+        elif cfg.command == "expert":
+            from promptdiff.data.expert_training import ExpertTrainingConfig, train_expert
+
+            print(train_expert(ExpertTrainingConfig(**_strip(cfg.expert.train))))
+        elif cfg.command == "data" and cfg.data.action == "import-prompt-dt":
+            from promptdiff.data.prompt_dt_import import import_prompt_dt
+
+            a = cfg.data["import-prompt-dt"]
+            for path in import_prompt_dt(a.src, a.family, out_root=a.out_root, env_prefix=a.env_prefix, tasks=a.tasks):
+                print(path)
+        elif cfg.command == "data" and cfg.data.action == "info":
+            from promptdiff.data.collect import summarise
+
+            print(json.dumps(summarise(cfg.data.info.file), indent=1))
+    except (DatasetError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"promptdiff: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

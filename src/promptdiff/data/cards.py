@@ -1,0 +1,220 @@
+"""Dataset cards: `datasets/<family>/card.json` (read by code) and `README.md` (read by people).
+
+The card records how the data were made and, per task, the expert's and a uniform random
+policy's mean return. Those two numbers define the normalised score used by every evaluation:
+score = (return - random) / (expert - random), 0 for the random policy, 1 for the expert.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from promptdiff.data.hdf5_format import dataset_path, open_trajectories
+from promptdiff.envs import get_family
+
+RANDOM_EPISODES = 5
+RANDOM_SEED = 777
+
+# The bars each family's expert data must meet (measured over all tasks).
+QUALITY_BARS = {
+    "cheetah_vel": "mean return >= -35 and every task >= -70",
+    "cheetah_dir": "every task (direction) >= 900",
+    "ant_dir": "mean return >= 400 and every task >= 250",
+    "ml1_reach": "success rate >= 0.95",
+    "ml1_pick_place": "success rate >= 0.95",
+    "point_robot": "every goal reached",
+}
+
+
+def meets_bar(family: str, returns: dict[int, float], success: dict[int, float]) -> bool:
+    r = np.array(list(returns.values()))
+    if family == "cheetah_vel":
+        return bool(r.mean() >= -35 and r.min() >= -70)
+    if family == "cheetah_dir":
+        return bool(r.min() >= 900)
+    if family == "ant_dir":
+        return bool(r.mean() >= 400 and r.min() >= 250)
+    s = np.array(list(success.values()))
+    if family.startswith("ml1_"):
+        return bool(s.mean() >= 0.95)
+    if family == "point_robot":
+        return bool(s.min() >= 1.0)
+    raise KeyError(family)
+
+
+def random_returns(family: str, root: str | Path) -> dict[int, tuple[float, float]]:
+    """Per-task (mean, std) return of uniform random actions, from the random file or rollouts."""
+    path = dataset_path(family, "train", "random", root)
+    if path.exists():
+        with open_trajectories(path, family=family) as f:
+            return {t: (s["return_mean"], s["return_std"]) for t, s in f.task_stats.items()}
+    from promptdiff.data.collect import rollout_batch
+    from promptdiff.data.experts import RandomPolicy
+
+    fam = get_family(family)
+    rng = np.random.default_rng(RANDOM_SEED)
+    out = {}
+    for task in range(fam.num_tasks):
+        seeds = [RANDOM_SEED * 1000 + task * 10 + e for e in range(RANDOM_EPISODES)]
+        rets = [t.episode_return for t in rollout_batch(fam, [task] * RANDOM_EPISODES, seeds, RandomPolicy(), rng)]
+        out[task] = (float(np.mean(rets)), float(np.std(rets)))
+    return out
+
+
+def _file_stats(family, role, quality, root):
+    path = dataset_path(family, role, quality, root)
+    if not path.exists():
+        return None
+    with open_trajectories(path, family=family) as f:
+        return {"expert": f.attrs["expert"], "episodes": f.num_episodes, "tasks": f.task_stats}
+
+
+def write_card(cfg, wall_time: float | None = None) -> Path:
+    fam = get_family(cfg.family)
+    root = Path(cfg.root)
+    files = {f"{role}-{q}": _file_stats(fam.name, role, q, root)
+             for q in ("expert", "medium", "random") for role in ("train", "prompt")}  # fmt: skip
+    files = {k: v for k, v in files.items() if v is not None}
+    rand = random_returns(fam.name, root)
+    expert = files["train-expert"]["tasks"]
+    prompt = files.get("prompt-expert", {"tasks": {}})["tasks"]
+    card_path = root / fam.name / "card.json"
+    old = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card = {
+        "family": fam.name,
+        "description": fam.description,
+        "command": f"promptdiff collect --config conf/collect/{fam.name}.yaml",
+        "collection_config": asdict(cfg),
+        "collection_wall_time_s": round(wall_time, 1) if wall_time else old.get("collection_wall_time_s"),
+        "collection_machine": f"{platform.machine()}, {_cpu_count()} CPU cores",
+        "expert": files["train-expert"]["expert"],
+        "expert_training": _expert_training(root / fam.name),
+        "quality_bar": QUALITY_BARS[fam.name],
+        "files": {k: {"expert": v["expert"], "episodes": v["episodes"]} for k, v in files.items()},
+        "tasks": {},
+    }
+    for t in sorted(expert):
+        card["tasks"][str(t)] = {
+            "split": fam.split_of(t),
+            "param": [float(x) for x in np.atleast_1d(fam.task_params[t])],
+            "expert_return": expert[t]["return_mean"],
+            "expert_return_std": expert[t]["return_std"],
+            "prompt_return": prompt.get(t, {}).get("return_mean"),
+            "random_return": rand[t][0],
+            "random_return_std": rand[t][1],
+            "expert_success": None if np.isnan(expert[t]["success_rate"]) else expert[t]["success_rate"],
+            "prompt_success": (None if t not in prompt or np.isnan(prompt[t]["success_rate"])
+                               else prompt[t]["success_rate"]),  # fmt: skip
+        }
+        for q in ("medium", "random"):
+            if f"train-{q}" in files:
+                card["tasks"][str(t)][f"{q}_data_return"] = files[f"train-{q}"]["tasks"][t]["return_mean"]
+    tasks = card["tasks"].values()
+    train_ret = {int(k): v["expert_return"] for k, v in card["tasks"].items()}
+    prompt_ret = {int(k): v["prompt_return"] for k, v in card["tasks"].items()}
+    train_succ = {int(k): v["expert_success"] for k, v in card["tasks"].items()}
+    prompt_succ = {int(k): v["prompt_success"] for k, v in card["tasks"].items()}
+    card["summary"] = {
+        "expert_return_mean": float(np.mean([v["expert_return"] for v in tasks])),
+        "expert_return_min": float(np.min([v["expert_return"] for v in tasks])),
+        "prompt_return_mean": float(np.mean([v["prompt_return"] for v in tasks])),
+        "prompt_return_min": float(np.min([v["prompt_return"] for v in tasks])),
+        "random_return_mean": float(np.mean([v["random_return"] for v in tasks])),
+        "train_meets_bar": meets_bar(fam.name, train_ret, train_succ),
+        "prompt_meets_bar": meets_bar(fam.name, prompt_ret, prompt_succ),
+    }
+    if fam.has_success:
+        card["summary"]["expert_success_mean"] = float(np.mean([v["expert_success"] for v in tasks]))
+        card["summary"]["prompt_success_mean"] = float(np.mean([v["prompt_success"] for v in tasks]))
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    (root / fam.name / "README.md").write_text(render_card(card))
+    return card_path
+
+
+def _expert_training(folder: Path) -> dict | None:
+    path = folder / "expert_training.json"
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    return {k: info[k] for k in ("command", "summary", "steps", "wall_time_s", "medium") if k in info}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def load_card(family: str, root: str | Path = "datasets") -> dict:
+    fam = get_family(family)
+    path = Path(root) / fam.dataset_family / "card.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: dataset card not found; run `promptdiff collect --config conf/collect/{fam.dataset_family}.yaml`")
+    return json.loads(path.read_text())
+
+
+def normalised_score(family: str, task: int, episode_return: float, root: str | Path = "datasets") -> float:
+    """(return - random) / (expert - random), with the card's per-task means."""
+    t = load_card(family, root)["tasks"][str(task)]
+    return (episode_return - t["random_return"]) / (t["expert_return"] - t["random_return"])
+
+
+def render_card(card: dict) -> str:
+    s = card["summary"]
+    lines = [
+        f"# Dataset card: {card['family']}",
+        "",
+        f"{card['description'].capitalize()}.",
+        "",
+        "## How it was made",
+        "",
+        f"- Expert: `{card['expert']}`.",
+    ]
+    if card.get("expert_training"):
+        et = card["expert_training"]
+        lines.append(f"- Expert training: {et.get('summary', '')} Command: `{et.get('command', '')}`.")
+    cfg = card["collection_config"]
+    lines += [
+        f"- Regenerate the HDF5 files (git-ignored, cached here) with `{card['command']}`"
+        f" ({cfg['episodes_per_task']} training episodes and a pool of {cfg['prompt_episodes']}"
+        f" prompt episodes per task; seeds {cfg['seed']} and {cfg['prompt_seed']}).",
+        f"- Collection wall time: {card['collection_wall_time_s']} s on {card['collection_machine']}.",
+        f"- Files: " + ", ".join(f"`{k}.h5` ({v['episodes']} episodes)" for k, v in card["files"].items()) + ".",
+        "",
+        "## Quality",
+        "",
+        f"Bar: {card['quality_bar']}. Training set: {'met' if s['train_meets_bar'] else 'NOT met'};"
+        f" prompt pool: {'met' if s['prompt_meets_bar'] else 'NOT met'}.",
+        "",
+        f"Mean expert return over all tasks: {s['expert_return_mean']:.1f} (training set, worst task"
+        f" {s['expert_return_min']:.1f}); {s['prompt_return_mean']:.1f} (prompt pool, worst task"
+        f" {s['prompt_return_min']:.1f}); uniform random policy {s['random_return_mean']:.1f}.",
+    ]
+    if "expert_success_mean" in s:
+        lines.append(f"Success rate: {s['expert_success_mean']:.3f} (training set), {s['prompt_success_mean']:.3f} (prompt pool).")
+    lines += [
+        "",
+        "The normalised score used in every evaluation is (return - random) / (expert - random),",
+        "with the per-task means below (expert = training-set mean).",
+        "",
+    ]
+    has_succ = "expert_success_mean" in s
+    extra = [q for q in ("medium", "random") if f"{q}_data_return" in next(iter(card["tasks"].values()))]
+    head = ["task", "split", "param", "expert return", "prompt return", "random return"]
+    head += [f"{q} data return" for q in extra] + (["success (train / prompt)"] if has_succ else [])
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t, v in card["tasks"].items():
+        row = [t, v["split"], ", ".join(f"{x:.3f}" for x in v["param"]),
+               f"{v['expert_return']:.1f} +- {v['expert_return_std']:.1f}", f"{v['prompt_return']:.1f}",
+               f"{v['random_return']:.1f}"]  # fmt: skip
+        row += [f"{v[f'{q}_data_return']:.1f}" for q in extra]
+        if has_succ:
+            row.append(f"{v['expert_success']:.2f} / {v['prompt_success']:.2f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"

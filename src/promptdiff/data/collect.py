@@ -1,0 +1,246 @@
+"""Expert data collection: `promptdiff collect --config conf/collect/<family>.yaml`.
+
+For every task of a family it rolls out the expert and writes, per data quality,
+  datasets/<family>/train-<quality>.h5    the training set (`episodes_per_task` per task)
+  datasets/<family>/prompt-<quality>.h5   the few-shot prompt pool (`prompt_episodes` per task,
+                                           from a separate seed)
+and refreshes the dataset card (card.json + README.md) with per-task expert and random returns.
+Each file is written atomically; finished files are skipped on a rerun, so an interrupted
+collection resumes with the file it was writing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from promptdiff.data.experts import (
+    LearnedExpert,
+    MetaWorldExpert,
+    PointRobotExpert,
+    RandomPolicy,
+)
+from promptdiff.data.hdf5_format import (
+    DatasetError,
+    Trajectory,
+    TrajectoryWriter,
+    dataset_path,
+    open_trajectories,
+    partial_path,
+)
+from promptdiff.envs import TaskFamily, get_family, make_env
+
+
+@dataclass
+class CollectConfig:
+    """Settings of one collection run (the fields of conf/collect/<family>.yaml)."""
+
+    family: str
+    root: str = "datasets"
+    seed: int = 0
+    prompt_seed: int = 100_000
+    episodes_per_task: int = 20
+    prompt_episodes: int = 5
+    qualities: list[str] = field(default_factory=lambda: ["expert"])
+    tasks: list[int] | None = None  # None: every task of the family
+    expert_policy: str | None = None  # learned families: the shipped actor file
+    medium_policy: str | None = None  # learned families with "medium" quality
+    stochastic_train: bool = True  # training set: sample the learned expert's Gaussian
+    batch_size: int = 25  # environments stepped together
+    overwrite: bool = False
+    card: bool = True
+
+
+POINT_ROBOT_TRAIN_NOISE = 0.02  # action noise of the scripted point-robot expert's training set
+
+# Per-family defaults; conf/collect/<family>.yaml spell the same values out (a test checks).
+FAMILY_DEFAULTS: dict[str, dict] = {
+    "point_robot": {"episodes_per_task": 20},
+    "cheetah_dir": {"episodes_per_task": 100, "expert_policy": "datasets/cheetah_dir/expert_policy.pt"},
+    "cheetah_vel": {
+        "episodes_per_task": 20,
+        "qualities": ["expert", "medium", "random"],
+        "expert_policy": "datasets/cheetah_vel/expert_policy.pt",
+        "medium_policy": "datasets/cheetah_vel/medium_policy.pt",
+    },
+    "ant_dir": {"episodes_per_task": 20, "expert_policy": "datasets/ant_dir/expert_policy.pt"},
+    "ml1_reach": {"episodes_per_task": 10},
+    "ml1_pick_place": {"episodes_per_task": 10},
+}
+
+
+def default_collect_config(family: str, **overrides) -> CollectConfig:
+    fam = get_family(family)
+    base = fam.dataset_family
+    if base not in FAMILY_DEFAULTS:
+        raise KeyError(f"no collection defaults for family {family!r}")
+    return CollectConfig(family=base, **{**FAMILY_DEFAULTS[base], **overrides})
+
+
+# -- rollouts -----------------------------------------------------------------------------------
+
+
+def rollout_batch(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, rng,
+                  goal_visible: bool = False) -> list[Trajectory]:  # fmt: skip
+    """Run one episode per (task, seed) pair, all environments stepped together.
+
+    Episodes that terminate early (ant falls) stop while the others go on. With
+    `goal_visible`, Meta-World envs show the goal to the policy; the stored observations have it
+    zeroed, as the agent sees them.
+    """
+    from promptdiff.envs.metaworld_ml1 import hide_goal
+
+    kwargs = {"goal_visible": True} if goal_visible else {}
+    envs = [make_env(fam, t, **kwargs) for t in tasks]
+    n = len(envs)
+    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
+    buf = {k: [[] for _ in range(n)] for k in ("obs", "act", "rew", "term", "trunc", "succ")}
+    for i in range(n):
+        buf["obs"][i].append(obs[i])
+    live = list(range(n))
+    while live:
+        actions = policy(obs[live], [envs[i] for i in live], rng)
+        for j, i in enumerate(live):
+            o, r, term, trunc, info = envs[i].step(actions[j])
+            obs[i] = o
+            buf["obs"][i].append(o)
+            buf["act"][i].append(actions[j])
+            buf["rew"][i].append(r)
+            buf["term"][i].append(term)
+            buf["trunc"][i].append(trunc)
+            buf["succ"][i].append(bool(info.get("success", False)))
+        live = [i for i in live if not (buf["term"][i][-1] or buf["trunc"][i][-1])]
+    trajs = []
+    for i, env in enumerate(envs):
+        observations = np.asarray(buf["obs"][i], np.float32)
+        if goal_visible:
+            observations = hide_goal(observations)
+        trajs.append(
+            Trajectory(
+                observations=observations,
+                actions=np.asarray(buf["act"][i], np.float32),
+                rewards=np.asarray(buf["rew"][i], np.float32),
+                terminations=np.asarray(buf["term"][i], bool),
+                truncations=np.asarray(buf["trunc"][i], bool),
+                task_id=tasks[i],
+                successes=np.asarray(buf["succ"][i], bool) if fam.has_success else None,
+            )
+        )
+        env.close()
+    return trajs
+
+
+def make_policy(cfg: CollectConfig, quality: str, role: str):
+    """The expert that writes a file of this quality; returns (policy, goal_visible)."""
+    fam = get_family(cfg.family)
+    if quality == "random":
+        return RandomPolicy(), False
+    if quality == "medium":
+        if fam.expert != "learned" or not cfg.medium_policy:
+            raise ValueError(f"{cfg.family}: 'medium' data needs a learned medium_policy")
+        return LearnedExpert(fam.name, cfg.medium_policy, deterministic=role == "prompt" or not cfg.stochastic_train), False
+    if fam.name == "point_robot":
+        noisy = role == "train" and cfg.stochastic_train
+        return PointRobotExpert(noise=POINT_ROBOT_TRAIN_NOISE if noisy else 0.0), False
+    if fam.metaworld_name:
+        return MetaWorldExpert(fam.metaworld_name), True
+    if not cfg.expert_policy:
+        raise ValueError(f"{cfg.family}: 'expert_policy' must name the shipped expert actor file")
+    deterministic = role == "prompt" or not cfg.stochastic_train
+    return LearnedExpert(fam.name, cfg.expert_policy, deterministic=deterministic), False
+
+
+def _episode_seed(base: int, task: int, episode: int) -> int:
+    return base * 1_000_003 + task * 1_009 + episode
+
+
+def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | None = None) -> Path:
+    """Write one file (role x quality) for every task; skip it if a valid one exists."""
+    fam = get_family(cfg.family)
+    path = dataset_path(fam.name, role, quality, cfg.root)
+    if path.exists() and not cfg.overwrite:
+        try:
+            open_trajectories(path, family=fam.name, obs_dim=fam.obs_dim, role=role).close()
+            if progress is not None:
+                progress.update(_file_episodes(cfg, role))
+            return path
+        except DatasetError as err:
+            print(f"regenerating {path}: {err.problem}")
+    partial_path(path).unlink(missing_ok=True)  # a leftover from an interrupted run
+    policy, goal_visible = make_policy(cfg, quality, role)
+    tasks = list(range(fam.num_tasks)) if cfg.tasks is None else list(cfg.tasks)
+    per_task = cfg.episodes_per_task if role == "train" else cfg.prompt_episodes
+    base_seed = cfg.seed if role == "train" else cfg.prompt_seed
+    pairs = [(t, e) for t in tasks for e in range(per_task)]
+    rng = np.random.default_rng([base_seed, {"expert": 0, "medium": 1, "random": 2}[quality]])
+    config = {**asdict(cfg), "role": role, "quality": quality}
+    params = fam.task_params
+    with TrajectoryWriter(path, family=fam.name, obs_dim=fam.obs_dim, act_dim=fam.act_dim, role=role,
+                          quality=quality, expert=policy.name, seed=base_seed, config=config) as writer:  # fmt: skip
+        for start in range(0, len(pairs), cfg.batch_size):
+            chunk = pairs[start : start + cfg.batch_size]
+            trajs = rollout_batch(fam, [t for t, _ in chunk],
+                                  [_episode_seed(base_seed, t, e) for t, e in chunk],
+                                  policy, rng, goal_visible=goal_visible)  # fmt: skip
+            for traj in trajs:
+                writer.add(traj, task_param=params[traj.task_id], split=fam.split_of(traj.task_id))
+            if progress is not None:
+                progress.update(len(chunk))
+    return path
+
+
+def _file_episodes(cfg: CollectConfig, role: str) -> int:
+    fam = get_family(cfg.family)
+    ntasks = fam.num_tasks if cfg.tasks is None else len(cfg.tasks)
+    return ntasks * (cfg.episodes_per_task if role == "train" else cfg.prompt_episodes)
+
+
+def collect(cfg: CollectConfig) -> list[Path]:
+    """Collect every file of the config, then write the dataset card."""
+    fam = get_family(cfg.family)
+    if fam.dataset_family != fam.name:
+        raise ValueError(f"{fam.name} shares the data of {fam.dataset_family}: collect that family")
+    jobs = [(role, q) for q in cfg.qualities for role in ("train", "prompt")]
+    total = sum(_file_episodes(cfg, role) for role, _ in jobs)
+    start = time.time()
+    paths = []
+    with tqdm(total=total, desc=f"collect {fam.name}", unit="ep") as bar:
+        for role, quality in jobs:
+            bar.set_postfix_str(f"{role}-{quality}")
+            paths.append(collect_file(cfg, role, quality, bar))
+    if cfg.card:
+        from promptdiff.data.cards import write_card
+
+        write_card(cfg, wall_time=time.time() - start)
+    return paths
+
+
+def ensure_family_data(family: str, root: str = "datasets", qualities=("expert",)) -> None:
+    """Collect a family's files with its default settings if any is missing (first use)."""
+    fam = get_family(family)
+    cfg = default_collect_config(fam.dataset_family, root=root)
+    missing = [q for q in qualities for r in ("train", "prompt")
+               if not dataset_path(fam.dataset_family, r, q, root).exists()]  # fmt: skip
+    if missing:
+        cfg.qualities = sorted(set(missing), key=["expert", "medium", "random"].index)
+        cfg.card = False
+        print(f"{fam.dataset_family}: generating missing data ({', '.join(cfg.qualities)}) from the shipped expert")
+        collect(cfg)
+
+
+def summarise(path: str | Path) -> dict:
+    """Per-task statistics of a file (used by `promptdiff data info`)."""
+    with open_trajectories(path) as f:
+        return {"family": f.family, "role": f.role, "quality": f.quality, "episodes": f.num_episodes,
+                "tasks": {t: s for t, s in f.task_stats.items()}}  # fmt: skip
+
+
+if __name__ == "__main__":  # python -m promptdiff.data.collect FAMILY
+    import sys
+
+    print(json.dumps([str(p) for p in collect(default_collect_config(sys.argv[1]))]))

@@ -1,0 +1,147 @@
+"""Expert data collection: real configs shrunk to a few tasks and episodes."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from promptdiff.cli.main import main
+from promptdiff.data.collect import FAMILY_DEFAULTS, CollectConfig, collect, default_collect_config
+from promptdiff.data.expert_policy import ExpertActor, load_expert_actor
+from promptdiff.data.hdf5_format import dataset_path, open_trajectories, partial_path
+from promptdiff.envs import get_family
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_conf(family):
+    return yaml.safe_load((ROOT / "conf" / "collect" / f"{family}.yaml").read_text())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_DEFAULTS))
+def test_collect_configs_match_code_defaults(family):
+    assert load_conf(family) == asdict(default_collect_config(family))
+
+
+def shrunk(family, tmp_path, **overrides):
+    cfg = {**load_conf(family), "root": str(tmp_path), **overrides}
+    for key in ("expert_policy", "medium_policy"):
+        if cfg.get(key):
+            cfg[key] = str(ROOT / cfg[key])
+    return CollectConfig(**cfg)
+
+
+def test_point_robot_collection_writes_train_and_prompt_pool(tmp_path):
+    cfg = shrunk("point_robot", tmp_path, tasks=[0, 3, 39], episodes_per_task=3)
+    collect(cfg)
+    fam = get_family("point_robot")
+    with open_trajectories(dataset_path("point_robot", "train", root=tmp_path), family="point_robot", role="train") as f:
+        assert f.tasks == [0, 3, 39] and f.num_episodes == 9
+        train = f.by_task()
+        # noisy training actions: episodes of one task differ, yet all reach the goal
+        assert not np.allclose(train[3][0].actions, train[3][1].actions)
+        assert all(t.success for ts in train.values() for t in ts)
+        assert f.attrs["seed"] == cfg.seed
+    with open_trajectories(dataset_path("point_robot", "prompt", root=tmp_path), role="prompt") as f:
+        pool = f.by_task()
+        assert [len(pool[t]) for t in (0, 3, 39)] == [5, 5, 5]
+        assert f.attrs["seed"] == cfg.prompt_seed != cfg.seed
+        goal = np.array([np.cos(fam.task_params[39][0]), np.sin(fam.task_params[39][0])])
+        assert np.linalg.norm(pool[39][0].observations[-1] - goal) < 1e-6
+    card = yaml.safe_load((tmp_path / "point_robot" / "card.json").read_text())
+    assert card["summary"]["train_meets_bar"] and card["summary"]["prompt_meets_bar"]
+    t3 = card["tasks"]["3"]
+    assert t3["split"] == "test" and t3["random_return"] < t3["expert_return"]
+
+
+def test_learned_expert_path_stores_plain_observations(tmp_path):
+    """A (randomly initialised) actor file drives collection; task features never reach the file."""
+    torch.manual_seed(0)
+    actor_path = tmp_path / "actor.pt"
+    actor = ExpertActor(obs_dim=21, act_dim=6, hidden=(16, 16))
+    torch.save({"hidden": actor.hidden, "state_dict": actor.state_dict()}, actor_path)
+    assert load_expert_actor(actor_path).mean.out_features == 6
+    cfg = shrunk("cheetah_vel", tmp_path, tasks=[2], episodes_per_task=2, prompt_episodes=2,
+                 qualities=["expert"], expert_policy=str(actor_path), card=False)
+    collect(cfg)
+    with open_trajectories(dataset_path("cheetah_vel", "train", root=tmp_path), family="cheetah_vel", obs_dim=20) as f:
+        train = f.by_task()[2]
+        assert train[0].observations.shape == (201, 20) and len(train[0]) == 200
+        assert not np.allclose(train[0].actions, train[1].actions)  # sampled actions
+        assert "sampled" in f.attrs["expert"]
+    with open_trajectories(dataset_path("cheetah_vel", "prompt", root=tmp_path)) as f:
+        assert "mean" in f.attrs["expert"]
+
+
+def test_metaworld_collection_hides_goal_and_succeeds(tmp_path):
+    cfg = shrunk("ml1_reach", tmp_path, tasks=[11], episodes_per_task=1, prompt_episodes=1, card=False)
+    collect(cfg)
+    with open_trajectories(dataset_path("ml1_reach", "train", root=tmp_path), family="ml1_reach", obs_dim=39) as f:
+        traj = f.by_task()[11][0]
+    assert len(traj) == 500 and traj.truncations[-1]
+    assert np.all(traj.observations[:, 36:] == 0.0)
+    assert traj.success
+
+
+def test_interrupted_collection_leaves_no_file_and_resumes(tmp_path):
+    """Kill a collection (SIGKILL) while it writes its second file, then rerun it."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        import promptdiff.data.collect as c
+        real, calls = c.rollout_batch, []
+        def dying(*a, **k):
+            calls.append(1)
+            if len(calls) == 3:  # first file: 2 batches; die inside the second file
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **k)
+        c.rollout_batch = dying
+        cfg = c.default_collect_config("point_robot", root={str(tmp_path)!r}, tasks=[0, 1],
+                                       episodes_per_task=25, prompt_episodes=25, card=False)
+        c.collect(cfg)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    train = dataset_path("point_robot", "train", root=tmp_path)
+    prompt = dataset_path("point_robot", "prompt", root=tmp_path)
+    assert train.exists() and not prompt.exists() and partial_path(prompt).exists()
+    stamp = train.stat().st_mtime_ns
+    cfg = default_collect_config("point_robot", root=str(tmp_path), tasks=[0, 1], episodes_per_task=25,
+                                 prompt_episodes=25, card=False)
+    collect(cfg)
+    assert train.stat().st_mtime_ns == stamp  # finished file kept
+    assert not partial_path(prompt).exists()
+    with open_trajectories(prompt, role="prompt") as f:
+        assert f.num_episodes == 50
+
+
+def test_cli_collect_and_info(tmp_path, capsys):
+    rc = main(["collect", "--config", str(ROOT / "conf/collect/point_robot.yaml"), "--root", str(tmp_path),
+               "--tasks", "[5]", "--episodes_per_task", "2", "--card", "false"])
+    assert rc == 0
+    assert dataset_path("point_robot", "train", root=tmp_path).exists()
+    assert main(["data", "info", str(dataset_path("point_robot", "train", root=tmp_path))]) == 0
+    assert '"episodes": 2' in capsys.readouterr().out
+
+
+def test_cli_reports_bad_file_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    assert main(["data", "info", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and "Traceback" not in err
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).with_name("promptdiff")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "promptdiff.cli.main"]
+    for extra in ([], ["collect"], ["data", "import-prompt-dt"], ["expert", "train"]):
+        out = subprocess.run(cmd + extra + ["--help"], capture_output=True, text=True, env={**os.environ})
+        assert out.returncode == 0, out.stderr
+        assert "usage: promptdiff" in out.stdout

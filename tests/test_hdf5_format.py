@@ -1,0 +1,176 @@
+"""The trajectory file: round trip, validation errors that name the file, atomic writes."""
+
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from promptdiff.data.hdf5_format import (
+    DatasetError,
+    Trajectory,
+    TrajectoryWriter,
+    dataset_path,
+    open_trajectories,
+    partial_path,
+)
+
+
+def make_traj(task, T=6, obs_dim=2, act_dim=2, seed=0, terminated=False):
+    rng = np.random.default_rng(seed)
+    term = np.zeros(T, bool)
+    trunc = np.zeros(T, bool)
+    (term if terminated else trunc)[-1] = True
+    return Trajectory(
+        observations=rng.normal(size=(T + 1, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(T, act_dim)).astype(np.float32),
+        rewards=rng.normal(size=T).astype(np.float32),
+        terminations=term,
+        truncations=trunc,
+        task_id=task,
+        successes=np.arange(T) >= T - 2,
+    )
+
+
+def write(path, trajs, family="point_robot", obs_dim=2, act_dim=2, role="train"):
+    with TrajectoryWriter(path, family=family, obs_dim=obs_dim, act_dim=act_dim, role=role,
+                          quality="expert", expert="test", seed=3, config={"k": 1}) as w:
+        for t in trajs:
+            w.add(t, task_param=[0.1 * t.task_id], split="train")
+    return path
+
+
+def test_round_trip_preserves_arrays_attributes_and_task_stats(tmp_path):
+    trajs = [make_traj(0, seed=1), make_traj(0, T=4, seed=2, terminated=True), make_traj(5, seed=3)]
+    path = write(tmp_path / "f.h5", trajs)
+    with open_trajectories(path, family="point_robot", obs_dim=2, role="train") as f:
+        assert f.tasks == [0, 5] and f.num_episodes == 3
+        got = f.by_task()
+        assert [len(t) for t in got[0]] == [6, 4]
+        np.testing.assert_array_equal(got[0][1].observations, trajs[1].observations)
+        np.testing.assert_array_equal(got[0][1].terminations, trajs[1].terminations)
+        np.testing.assert_array_equal(got[5][0].actions, trajs[2].actions)
+        stats = f.task_stats
+        rets = [trajs[0].episode_return, trajs[1].episode_return]
+        assert stats[0]["return_mean"] == pytest.approx(np.mean(rets), rel=1e-5)
+        assert stats[0]["return_std"] == pytest.approx(np.std(rets), rel=1e-5)
+        assert stats[5]["num_episodes"] == 1 and stats[5]["success_rate"] == 1.0
+        assert f.attrs["seed"] == 3 and f.attrs["schema_version"] == 1
+        assert "numpy" in f.attrs["package_versions"]
+        np.testing.assert_allclose(f.task_params()[5], [0.5])
+
+
+def test_writer_rejects_bad_shapes_and_leaves_nothing(tmp_path):
+    bad = make_traj(0)
+    bad.actions = bad.actions[:, :1]
+    path = tmp_path / "f.h5"
+    with pytest.raises(ValueError, match="actions has shape"):
+        write(path, [make_traj(1), bad])
+    assert not path.exists() and not partial_path(path).exists()
+
+
+def test_missing_file_is_named(tmp_path):
+    path = tmp_path / "nope.h5"
+    with pytest.raises(DatasetError, match="nope.h5: file not found"):
+        open_trajectories(path)
+
+
+def test_partial_leftover_is_mentioned(tmp_path):
+    path = tmp_path / "f.h5"
+    partial_path(path).write_bytes(b"half")
+    with pytest.raises(DatasetError, match="interrupted write"):
+        open_trajectories(path)
+
+
+@pytest.mark.parametrize(
+    "kind, pattern",
+    [("truncated", "truncated"), ("garbage", "not a readable HDF5 file"), ("empty", "not a readable HDF5 file")],
+)
+def test_corrupt_files_give_one_clear_error(tmp_path, kind, pattern):
+    good = write(tmp_path / "good.h5", [make_traj(0), make_traj(1)])
+    data = good.read_bytes()
+    bad = tmp_path / f"{kind}.h5"
+    bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00junk" * 100, "empty": b""}[kind])
+    with pytest.raises(DatasetError) as info:
+        open_trajectories(bad)
+    assert str(bad) in str(info.value) and pattern in str(info.value)
+
+
+def test_foreign_hdf5_file(tmp_path):
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations", data=np.zeros((3, 2)))
+    with pytest.raises(DatasetError, match="foreign.h5: not a promptdiff trajectory file"):
+        open_trajectories(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [({"family": "ant_dir"}, "family is 'point_robot', expected 'ant_dir'"),
+     ({"obs_dim": 27}, "obs_dim is 2, expected 27"),
+     ({"role": "prompt"}, "role is 'train', expected 'prompt'")],
+)
+def test_mismatched_file(tmp_path, kwargs, pattern):
+    path = write(tmp_path / "f.h5", [make_traj(0)])
+    with pytest.raises(DatasetError, match=pattern):
+        open_trajectories(path, **kwargs)
+
+
+def test_damaged_episode_is_reported(tmp_path):
+    path = write(tmp_path / "f.h5", [make_traj(0), make_traj(1)])
+    with h5py.File(path, "a") as f:
+        del f["episode_1/rewards"]
+    with pytest.raises(DatasetError, match="episode_1/rewards is missing"):
+        open_trajectories(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["num_episodes"] = 5
+    with pytest.raises(DatasetError, match="episode_1/rewards is missing|episode_2 is missing"):
+        open_trajectories(path)
+
+
+def test_incomplete_flag_is_required(tmp_path):
+    path = write(tmp_path / "f.h5", [make_traj(0)])
+    with h5py.File(path, "a") as f:
+        del f.attrs["complete"]
+    with pytest.raises(DatasetError, match="incomplete file"):
+        open_trajectories(path)
+
+
+def test_exception_inside_writer_removes_partial(tmp_path):
+    path = tmp_path / "f.h5"
+    with pytest.raises(RuntimeError):
+        with TrajectoryWriter(path, family="point_robot", obs_dim=2, act_dim=2, role="train",
+                              quality="expert", expert="t", seed=0) as w:
+            w.add(make_traj(0), task_param=[0.0], split="train")
+            raise RuntimeError("boom")
+    assert not path.exists() and not partial_path(path).exists()
+
+
+def test_killed_writer_leaves_no_complete_looking_file(tmp_path):
+    """A process killed mid-write (SIGKILL, no cleanup) leaves only a .partial file."""
+    path = tmp_path / "f.h5"
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from promptdiff.data.hdf5_format import Trajectory, TrajectoryWriter
+        T = 5
+        traj = Trajectory(np.zeros((T + 1, 2)), np.zeros((T, 2)), np.zeros(T), np.zeros(T, bool),
+                          np.ones(T, bool), 0)
+        with TrajectoryWriter({str(path)!r}, family="point_robot", obs_dim=2, act_dim=2, role="train",
+                              quality="expert", expert="t", seed=0) as w:
+            for _ in range(3):
+                w.add(traj, task_param=[0.0], split="train")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -9
+    assert not path.exists() and partial_path(path).exists()
+    with pytest.raises(DatasetError, match="interrupted write"):
+        open_trajectories(path)
+
+
+def test_dataset_path_layout(tmp_path):
+    assert dataset_path("ant_dir", "prompt", "expert", tmp_path) == tmp_path / "ant_dir" / "prompt-expert.h5"
+    with pytest.raises(ValueError):
+        dataset_path("ant_dir", "eval")
