@@ -46,6 +46,7 @@ class ML1Env(gym.Env):
         self._env._partially_observable = not self.goal_visible
         # Meta-World clips observations to a cached space computed for the old observability.
         self._env.__dict__.pop("sawyer_observation_space", None)
+        self._env.reset()  # Meta-World places the goal (and objects) only when it resets
         self.task_param = np.asarray(self._env._target_pos, dtype=np.float64).copy()
         self.render_mode = render_mode
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
