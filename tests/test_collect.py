@@ -145,3 +145,34 @@ def test_console_script_help():
         out = subprocess.run(cmd + extra + ["--help"], capture_output=True, text=True, env={**os.environ})
         assert out.returncode == 0, out.stderr
         assert "usage: promptdiff" in out.stdout
+
+
+def test_cli_import_prompt_dt(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    for suffix, n in (("expert", 2), ("prompt-expert", 1)):
+        trajs = [{"observations": rng.normal(size=(7, 20)).astype(np.float32),
+                  "next_observations": rng.normal(size=(7, 20)).astype(np.float32),
+                  "actions": rng.uniform(-1, 1, size=(7, 6)).astype(np.float32),
+                  "rewards": rng.normal(size=(7, 1)).astype(np.float32),
+                  "terminals": np.zeros((7, 1), bool)} for _ in range(n)]
+        (src / f"cheetah_vel-4-{suffix}.pkl").write_bytes(pickle.dumps(trajs))
+    assert main(["data", "import-prompt-dt", str(src), "--family", "cheetah_vel", "--out_root", str(tmp_path / "out")]) == 0
+    with open_trajectories(dataset_path("cheetah_vel", "train", root=tmp_path / "out"), family="cheetah_vel") as f:
+        assert f.num_episodes == 2 and f.tasks == [4]
+
+
+def test_missing_data_is_generated_on_first_use(tmp_path, monkeypatch):
+    from promptdiff.data import collect as c
+
+    monkeypatch.setitem(c.FAMILY_DEFAULTS, "point_robot", {"episodes_per_task": 1, "prompt_episodes": 1, "tasks": [0, 1]})
+    c.ensure_family_data("point_robot", root=str(tmp_path))
+    path = dataset_path("point_robot", "prompt", root=tmp_path)
+    with open_trajectories(path) as f:
+        assert f.num_episodes == 2
+    stamp = path.stat().st_mtime_ns
+    c.ensure_family_data("point_robot", root=str(tmp_path))  # present: nothing is rewritten
+    assert path.stat().st_mtime_ns == stamp

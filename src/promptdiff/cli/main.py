@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import sys
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from promptdiff import __version__
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 def _collect_parser() -> ArgumentParser:
@@ -57,7 +59,8 @@ def _info_parser() -> ArgumentParser:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="promptdiff", description=__doc__.split("\n\n")[0].strip("` "),
+    parser = ArgumentParser(prog="promptdiff", description="promptdiff: prompt tuning of pre-trained decision transformers. "
+                            "Run `promptdiff <command> --help` for each command's options.",
                             version=f"promptdiff {__version__}")  # fmt: skip
     sub = parser.add_subcommands(dest="command")
     sub.add_subcommand("collect", _collect_parser(), help="collect expert data for a task family")

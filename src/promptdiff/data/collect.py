@@ -41,20 +41,33 @@ class CollectConfig:
     """Settings of one collection run (the fields of conf/collect/<family>.yaml)."""
 
     family: str
+    """Task family to collect (cheetah_dir, cheetah_vel, ant_dir, ml1_reach, ml1_pick_place, point_robot)."""
     root: str = "datasets"
+    """Dataset root; files go to <root>/<family>/."""
     seed: int = 0
+    """Base seed of the training-set episodes."""
     prompt_seed: int = 100_000
+    """Base seed of the prompt-pool episodes (kept apart from the training set)."""
     episodes_per_task: int = 20
+    """Training-set episodes per task."""
     prompt_episodes: int = 5
+    """Prompt-pool episodes per task."""
     qualities: list[str] = field(default_factory=lambda: ["expert"])
-    tasks: list[int] | None = None  # None: every task of the family
-    expert_policy: str | None = None  # learned families: the shipped actor file
-    medium_policy: str | None = None  # learned families with "medium" quality
-    stochastic_train: bool = True  # training set: sample the learned expert's Gaussian
-    batch_size: int = 25  # environments stepped together
+    """Data qualities to write: expert, medium, random."""
+    tasks: list[int] | None = None
+    """Task indices to collect; null for every task of the family."""
+    expert_policy: str | None = None
+    """Learned families: the shipped expert actor file."""
+    medium_policy: str | None = None
+    """Learned families with medium data: the medium actor file."""
+    stochastic_train: bool = True
+    """Training set: sample the expert's action noise (the prompt pool always uses the mean action)."""
+    batch_size: int = 25
+    """Environments stepped together (one batched policy call per step)."""
     overwrite: bool = False
+    """Rewrite files that already exist and are valid."""
     card: bool = True
-
+    """Write the dataset card (card.json, README.md) after collecting."""
 
 POINT_ROBOT_TRAIN_NOISE = 0.02  # action noise of the scripted point-robot expert's training set
 
@@ -69,8 +82,8 @@ FAMILY_DEFAULTS: dict[str, dict] = {
         "medium_policy": "datasets/cheetah_vel/medium_policy.pt",
     },
     "ant_dir": {"episodes_per_task": 20, "expert_policy": "datasets/ant_dir/expert_policy.pt"},
-    "ml1_reach": {"episodes_per_task": 10},
-    "ml1_pick_place": {"episodes_per_task": 10},
+    "ml1_reach": {"episodes_per_task": 8},
+    "ml1_pick_place": {"episodes_per_task": 8},
 }
 
 

@@ -22,22 +22,39 @@ from promptdiff.data.expert_policy import export_sb3_policy
 @dataclass
 class ExpertTrainingConfig:
     family: str
+    """Task family with a learned expert: cheetah_dir, cheetah_vel or ant_dir."""
     total_steps: int = 2_000_000
+    """Environment steps to train for (a resumed run counts the steps already done)."""
     n_envs: int = 8
+    """Parallel environments (subprocesses)."""
     n_steps: int = 512
+    """PPO rollout length per environment."""
     batch_size: int = 2048
+    """PPO minibatch size."""
     n_epochs: int = 10
+    """PPO epochs per rollout."""
     learning_rate: float = 3e-4
+    """Adam learning rate."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """GAE lambda."""
     log_std_init: float = -1.0
+    """Initial log standard deviation of the Gaussian policy."""
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden sizes of the policy and value MLPs."""
     checkpoint_every: int = 200_000
+    """Steps between checkpoints (and exported snapshots)."""
     seed: int = 0
+    """Training seed."""
     work_dir: str = "runs/experts"
+    """Checkpoints, snapshots and TensorBoard logs go to <work_dir>/<family>/."""
     output: str = "datasets/{family}/expert_policy.pt"
+    """Where the final actor is exported."""
     subprocess: bool = True
-    medium_output: str | None = None  # e.g. datasets/{family}/medium_policy.pt
+    """Run the environments in subprocesses (SubprocVecEnv) instead of in-process."""
+    medium_output: str | None = None
+    """If set, also export the snapshot closest to half the expert's return here."""
 
 
 def _make_vec_env(cfg: ExpertTrainingConfig):
