@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from promptdiff.data.experts import (
     LearnedExpert,
     MetaWorldExpert,
+    NoisyPolicy,
     PointRobotExpert,
     RandomPolicy,
 )
@@ -61,7 +62,11 @@ class CollectConfig:
     medium_policy: str | None = None
     """Learned families with medium data: the medium actor file."""
     stochastic_train: bool = True
-    """Training set: sample the expert's action noise (the prompt pool always uses the mean action)."""
+    """Learned experts, training set: sample the policy's Gaussian (the prompt pool uses its mean)."""
+    action_noise: float = 0.0
+    """Scripted experts, training set: Gaussian action noise, std as a fraction of the half range."""
+    prompt_action_noise: float = 0.0
+    """Scripted experts, prompt pool: the same, usually smaller."""
     batch_size: int = 25
     """Environments stepped together (one batched policy call per step)."""
     overwrite: bool = False
@@ -69,11 +74,9 @@ class CollectConfig:
     card: bool = True
     """Write the dataset card (card.json, README.md) after collecting."""
 
-POINT_ROBOT_TRAIN_NOISE = 0.02  # action noise of the scripted point-robot expert's training set
-
 # Per-family defaults; conf/collect/<family>.yaml spell the same values out (a test checks).
 FAMILY_DEFAULTS: dict[str, dict] = {
-    "point_robot": {"episodes_per_task": 20},
+    "point_robot": {"episodes_per_task": 20, "action_noise": 0.2, "prompt_action_noise": 0.1},
     "cheetah_dir": {"episodes_per_task": 100, "expert_policy": "datasets/cheetah_dir/expert_policy.pt"},
     "cheetah_vel": {
         "episodes_per_task": 20,
@@ -82,8 +85,8 @@ FAMILY_DEFAULTS: dict[str, dict] = {
         "medium_policy": "datasets/cheetah_vel/medium_policy.pt",
     },
     "ant_dir": {"episodes_per_task": 20, "expert_policy": "datasets/ant_dir/expert_policy.pt"},
-    "ml1_reach": {"episodes_per_task": 8},
-    "ml1_pick_place": {"episodes_per_task": 8},
+    "ml1_reach": {"episodes_per_task": 8, "action_noise": 0.1, "prompt_action_noise": 0.05},
+    "ml1_pick_place": {"episodes_per_task": 8, "action_noise": 0.1, "prompt_action_noise": 0.05},
 }
 
 
@@ -157,11 +160,13 @@ def make_policy(cfg: CollectConfig, quality: str, role: str):
         if fam.expert != "learned" or not cfg.medium_policy:
             raise ValueError(f"{cfg.family}: 'medium' data needs a learned medium_policy")
         return LearnedExpert(fam.name, cfg.medium_policy, deterministic=role == "prompt" or not cfg.stochastic_train), False
-    if fam.name == "point_robot":
-        noisy = role == "train" and cfg.stochastic_train
-        return PointRobotExpert(noise=POINT_ROBOT_TRAIN_NOISE if noisy else 0.0), False
-    if fam.metaworld_name:
-        return MetaWorldExpert(fam.metaworld_name), True
+    if fam.expert == "scripted":
+        if fam.metaworld_name:
+            policy, goal_visible = MetaWorldExpert(fam.metaworld_name), True
+        else:
+            policy, goal_visible = PointRobotExpert(), False
+        noise = cfg.action_noise if role == "train" else cfg.prompt_action_noise
+        return (NoisyPolicy(policy, noise) if noise > 0 else policy), goal_visible
     if not cfg.expert_policy:
         raise ValueError(f"{cfg.family}: 'expert_policy' must name the shipped expert actor file")
     deterministic = role == "prompt" or not cfg.stochastic_train

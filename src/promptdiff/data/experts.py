@@ -34,20 +34,34 @@ class RandomPolicy:
 
 
 class PointRobotExpert:
-    """Steps straight at the goal; `noise` adds Gaussian action noise (the expert corrects it)."""
+    """Steps straight at the goal, as far as the action box allows."""
 
-    def __init__(self, noise: float = 0.0):
-        self.noise = float(noise)
-        self.name = "scripted:point_robot" + (f" (action noise std {noise})" if noise else "")
+    name = "scripted:point_robot"
 
     def __call__(self, obs, envs, rng):
-        from promptdiff.envs.point_robot import MAX_STEP, point_robot_expert
+        from promptdiff.envs.point_robot import point_robot_expert
 
         goals = np.stack([env.unwrapped.goal for env in envs])
-        actions = point_robot_expert(obs, goals)
-        if self.noise:
-            actions = actions + self.noise * rng.standard_normal(actions.shape)
-        return np.clip(actions, -MAX_STEP, MAX_STEP).astype(np.float32)
+        return point_robot_expert(obs, goals)
+
+
+class NoisyPolicy:
+    """Adds Gaussian noise (std relative to the action range's half width) to a scripted expert.
+
+    Scripted experts and the point robot's / Meta-World's resets are deterministic, so without
+    noise every episode of a task would be the same; the expert corrects the perturbations.
+    """
+
+    def __init__(self, policy, std: float):
+        self.policy, self.std = policy, float(std)
+        self.name = f"{policy.name} + gaussian action noise (std {std:g} of the half range)"
+
+    def __call__(self, obs, envs, rng):
+        actions = np.asarray(self.policy(obs, envs, rng), dtype=np.float64)
+        low = np.stack([env.action_space.low for env in envs])
+        high = np.stack([env.action_space.high for env in envs])
+        noisy = actions + self.std * (high - low) / 2 * rng.standard_normal(actions.shape)
+        return np.clip(noisy, low, high).astype(np.float32)
 
 
 class MetaWorldExpert:
@@ -63,7 +77,7 @@ class MetaWorldExpert:
         self.name = f"scripted:metaworld.policies.{type(self._policy).__name__}"
 
     def __call__(self, obs, envs, rng):
-        return np.stack([self._policy.get_action(o) for o in obs]).astype(np.float32)
+        return np.clip(np.stack([self._policy.get_action(o) for o in obs]), -1.0, 1.0).astype(np.float32)
 
 
 class LearnedExpert:
