@@ -21,24 +21,26 @@ from promptdiff import __version__
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
+def _config_parser(config_class, description: str) -> ArgumentParser:
+    """A subcommand whose options are the fields of a config dataclass, or a YAML of them."""
+    p = ArgumentParser(description=description)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
+    p.add_class_arguments(config_class, as_group=False)
+    return p
+
+
 def _collect_parser() -> ArgumentParser:
     from promptdiff.data.collect import CollectConfig
 
-    p = ArgumentParser(description="Roll out the expert on every task of a family and write "
-                       "its training set and few-shot prompt pool (HDF5) plus the dataset card.")  # fmt: skip
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
-    p.add_class_arguments(CollectConfig, as_group=False)
-    return p
+    return _config_parser(CollectConfig, "Roll out the expert on every task of a family and write its "
+                          "training set and few-shot prompt pool (HDF5) plus the dataset card.")  # fmt: skip
 
 
 def _expert_train_parser() -> ArgumentParser:
     from promptdiff.data.expert_training import ExpertTrainingConfig
 
-    p = ArgumentParser(description="Train a task-conditioned PPO expert (stable-baselines3); "
-                       "resumes from the newest checkpoint in work_dir.")  # fmt: skip
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
-    p.add_class_arguments(ExpertTrainingConfig, as_group=False)
-    return p
+    return _config_parser(ExpertTrainingConfig, "Train a task-conditioned PPO expert "
+                          "(stable-baselines3); resumes from the newest checkpoint in work_dir.")  # fmt: skip
 
 
 def _import_parser() -> ArgumentParser:
