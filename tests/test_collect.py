@@ -97,15 +97,15 @@ def test_interrupted_collection_leaves_no_file_and_resumes(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         import promptdiff.data.collect as c
-        real, calls = c.rollout_batch, []
+        real, calls = c._rollout_job, []
         def dying(*a, **k):
             calls.append(1)
             if len(calls) == 3:  # first file: 2 batches; die inside the second file
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
-        c.rollout_batch = dying
+        c._rollout_job = dying
         cfg = c.default_collect_config("point_robot", root={str(tmp_path)!r}, tasks=[0, 1],
-                                       episodes_per_task=25, prompt_episodes=25, card=False)
+                                       episodes_per_task=25, prompt_episodes=25, card=False, workers=1)
         c.collect(cfg)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -121,6 +121,19 @@ def test_interrupted_collection_leaves_no_file_and_resumes(tmp_path):
     assert not partial_path(prompt).exists()
     with open_trajectories(prompt, role="prompt") as f:
         assert f.num_episodes == 50
+
+
+def test_worker_processes_do_not_change_the_data(tmp_path):
+    paths = {}
+    for workers in (1, 2):
+        cfg = shrunk("point_robot", tmp_path / str(workers), tasks=[1, 2, 3], episodes_per_task=4,
+                     batch_size=5, workers=workers, card=False)
+        paths[workers] = collect(cfg)[0]
+    with open_trajectories(paths[1]) as a, open_trajectories(paths[2]) as b:
+        assert a.num_episodes == b.num_episodes == 12
+        for i in range(12):
+            np.testing.assert_array_equal(a.episode(i).actions, b.episode(i).actions)
+            assert a.episode(i).task_id == b.episode(i).task_id
 
 
 def test_cli_collect_and_info(tmp_path, capsys):

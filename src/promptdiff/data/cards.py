@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promptdiff.data.collect import cpu_count
 from promptdiff.data.hdf5_format import dataset_path, open_trajectories
 from promptdiff.envs import get_family
 
@@ -47,23 +48,23 @@ def meets_bar(family: str, returns: dict[int, float], success: dict[int, float])
     raise KeyError(family)
 
 
-def random_returns(family: str, root: str | Path) -> dict[int, tuple[float, float]]:
+def random_returns(family: str, root: str | Path, workers: int = 0) -> dict[int, tuple[float, float]]:
     """Per-task (mean, std) return of uniform random actions, from the random file or rollouts."""
     path = dataset_path(family, "train", "random", root)
     if path.exists():
         with open_trajectories(path, family=family) as f:
             return {t: (s["return_mean"], s["return_std"]) for t, s in f.task_stats.items()}
-    from promptdiff.data.collect import rollout_batch
+    from promptdiff.data.collect import run_episodes
     from promptdiff.data.experts import RandomPolicy
 
     fam = get_family(family)
-    rng = np.random.default_rng(RANDOM_SEED)
-    out = {}
-    for task in range(fam.num_tasks):
-        seeds = [RANDOM_SEED * 1000 + task * 10 + e for e in range(RANDOM_EPISODES)]
-        rets = [t.episode_return for t in rollout_batch(fam, [task] * RANDOM_EPISODES, seeds, RandomPolicy(), rng)]
-        out[task] = (float(np.mean(rets)), float(np.std(rets)))
-    return out
+    tasks = [t for t in range(fam.num_tasks) for _ in range(RANDOM_EPISODES)]
+    seeds = [RANDOM_SEED * 1000 + t * 10 + e for t in range(fam.num_tasks) for e in range(RANDOM_EPISODES)]
+    returns: dict[int, list[float]] = {}
+    for trajs in run_episodes(fam, tasks, seeds, RandomPolicy(), [RANDOM_SEED], workers=workers):
+        for traj in trajs:
+            returns.setdefault(traj.task_id, []).append(traj.episode_return)
+    return {t: (float(np.mean(r)), float(np.std(r))) for t, r in sorted(returns.items())}
 
 
 def _file_stats(family, role, quality, root):
@@ -80,7 +81,7 @@ def write_card(cfg, wall_time: float | None = None) -> Path:
     files = {f"{role}-{q}": _file_stats(fam.name, role, q, root)
              for q in ("expert", "medium", "random") for role in ("train", "prompt")}  # fmt: skip
     files = {k: v for k, v in files.items() if v is not None}
-    rand = random_returns(fam.name, root)
+    rand = random_returns(fam.name, root, cfg.workers)
     expert = files["train-expert"]["tasks"]
     prompt = files.get("prompt-expert", {"tasks": {}})["tasks"]
     card_path = root / fam.name / "card.json"
@@ -91,7 +92,7 @@ def write_card(cfg, wall_time: float | None = None) -> Path:
         "command": f"promptdiff collect --config conf/collect/{fam.name}.yaml",
         "collection_config": asdict(cfg),
         "collection_wall_time_s": round(wall_time, 1) if wall_time else old.get("collection_wall_time_s"),
-        "collection_machine": f"{platform.machine()}, {_cpu_count()} CPU cores",
+        "collection_machine": f"{platform.machine()}, {cpu_count()} CPU cores",
         "expert": files["train-expert"]["expert"],
         "expert_training": _expert_training(root / fam.name),
         "quality_bar": QUALITY_BARS[fam.name],
@@ -143,12 +144,6 @@ def _expert_training(folder: Path) -> dict | None:
         return None
     info = json.loads(path.read_text())
     return {k: info[k] for k in ("command", "summary", "steps", "wall_time_s", "medium") if k in info}
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def load_card(family: str, root: str | Path = "datasets") -> dict:

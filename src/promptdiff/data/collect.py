@@ -69,6 +69,8 @@ class CollectConfig:
     """Scripted experts, prompt pool: the same, usually smaller."""
     batch_size: int = 25
     """Environments stepped together (one batched policy call per step)."""
+    workers: int = 0
+    """Worker processes that run batches in parallel; 0: one per CPU core. Results do not depend on it."""
     overwrite: bool = False
     """Rewrite files that already exist and are valid."""
     card: bool = True
@@ -151,6 +153,38 @@ def rollout_batch(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, r
     return trajs
 
 
+def _rollout_job(job):
+    fam_name, tasks, seeds, policy, rng_seed, goal_visible = job
+    return rollout_batch(get_family(fam_name), tasks, seeds, policy, np.random.default_rng(rng_seed), goal_visible)
+
+
+def run_episodes(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, rng_seed: list[int],
+                 goal_visible: bool = False, batch_size: int = 25, workers: int = 1):  # fmt: skip
+    """Yield the trajectories of one episode per (task, seed), in order, batch by batch.
+
+    Batch b draws its action noise from the generator seeded with rng_seed + [b], so the data
+    are the same whatever the number of worker processes.
+    """
+    jobs = [(fam.name, tasks[i : i + batch_size], seeds[i : i + batch_size], policy, [*rng_seed, b], goal_visible)
+            for b, i in enumerate(range(0, len(tasks), batch_size))]  # fmt: skip
+    workers = max(1, min(workers or cpu_count(), len(jobs)))
+    if workers == 1:
+        for job in jobs:
+            yield _rollout_job(job)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(_rollout_job, jobs)
+
+
+def cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def make_policy(cfg: CollectConfig, quality: str, role: str):
     """The expert that writes a file of this quality; returns (policy, goal_visible)."""
     fam = get_family(cfg.family)
@@ -195,20 +229,18 @@ def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | N
     per_task = cfg.episodes_per_task if role == "train" else cfg.prompt_episodes
     base_seed = cfg.seed if role == "train" else cfg.prompt_seed
     pairs = [(t, e) for t in tasks for e in range(per_task)]
-    rng = np.random.default_rng([base_seed, {"expert": 0, "medium": 1, "random": 2}[quality]])
+    rng_seed = [base_seed, {"expert": 0, "medium": 1, "random": 2}[quality]]
     config = {**asdict(cfg), "role": role, "quality": quality}
     params = fam.task_params
     with TrajectoryWriter(path, family=fam.name, obs_dim=fam.obs_dim, act_dim=fam.act_dim, role=role,
                           quality=quality, expert=policy.name, seed=base_seed, config=config) as writer:  # fmt: skip
-        for start in range(0, len(pairs), cfg.batch_size):
-            chunk = pairs[start : start + cfg.batch_size]
-            trajs = rollout_batch(fam, [t for t, _ in chunk],
-                                  [_episode_seed(base_seed, t, e) for t, e in chunk],
-                                  policy, rng, goal_visible=goal_visible)  # fmt: skip
+        batches = run_episodes(fam, [t for t, _ in pairs], [_episode_seed(base_seed, t, e) for t, e in pairs],
+                               policy, rng_seed, goal_visible, cfg.batch_size, cfg.workers)  # fmt: skip
+        for trajs in batches:
             for traj in trajs:
                 writer.add(traj, task_param=params[traj.task_id], split=fam.split_of(traj.task_id))
             if progress is not None:
-                progress.update(len(chunk))
+                progress.update(len(trajs))
     return path
 
 
