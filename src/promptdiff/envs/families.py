@@ -70,15 +70,13 @@ class TaskFamily:
 
 @functools.lru_cache(maxsize=None)
 def _metaworld_goals(name: str) -> np.ndarray:
-    from promptdiff.envs.metaworld_ml1 import ML1Env
+    """(num_tasks, 3) goal positions of a Meta-World family (builds each task's env once)."""
+    from promptdiff.envs import make_env
 
-    family = FAMILIES[name]
     goals = []
-    for task in range(family.num_tasks):
-        env = ML1Env.__new__(ML1Env)
-        env.family_name = name
-        ML1Env.__init__(env, task=task)
-        goals.append(env.goal)
+    for task in range(FAMILIES[name].num_tasks):
+        env = make_env(name, task)
+        goals.append(env.unwrapped.goal)
         env.close()
     return np.stack(goals)
 
