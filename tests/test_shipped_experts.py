@@ -1,0 +1,46 @@
+"""The expert policies shipped in datasets/ load, fit their family, and still perform."""
+
+import json
+
+import numpy as np
+import pytest
+
+from promptdiff.data.cards import QUALITY_BARS
+from promptdiff.data.collect import default_collect_config, rollout_batch
+from promptdiff.data.experts import LearnedExpert
+from promptdiff.data.expert_policy import load_expert_actor
+from promptdiff.envs import get_family
+
+from test_collect import ROOT
+
+# One test task per learned family and the per-task floor its quality bar sets.
+FLOORS = {"ant_dir": (23, 250.0), "cheetah_vel": (15, -70.0), "cheetah_dir": (1, 900.0)}
+
+
+@pytest.mark.parametrize("family", sorted(FLOORS))
+def test_shipped_expert_meets_its_per_task_floor(family):
+    path = ROOT / default_collect_config(family).expert_policy
+    if not path.exists():
+        pytest.skip(f"{path.name} for {family} not shipped yet")
+    fam = get_family(family)
+    actor = load_expert_actor(path)
+    extra = 2 if family == "ant_dir" else 1
+    assert actor.body[0].in_features == fam.obs_dim + extra
+    assert actor.mean.out_features == fam.act_dim
+    task, floor = FLOORS[family]
+    trajs = rollout_batch(fam, [task, task], [11, 12], LearnedExpert(family, path), np.random.default_rng(0))
+    assert min(t.episode_return for t in trajs) >= floor
+
+
+@pytest.mark.parametrize("family", ["point_robot", "cheetah_dir", "cheetah_vel", "ant_dir", "ml1_reach", "ml1_pick_place"])
+def test_dataset_card_is_consistent(family):
+    path = ROOT / "datasets" / family / "card.json"
+    if not path.exists():
+        pytest.skip(f"no card for {family} yet")
+    card = json.loads(path.read_text())
+    fam = get_family(family)
+    assert card["family"] == family and card["quality_bar"] == QUALITY_BARS[family]
+    assert sorted(map(int, card["tasks"])) == list(range(fam.num_tasks))
+    for task, row in card["tasks"].items():
+        assert row["split"] == fam.split_of(int(task))
+        assert row["expert_return"] > row["random_return"], f"task {task}: expert not better than random"
