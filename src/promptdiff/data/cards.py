@@ -180,7 +180,7 @@ def render_card(card: dict) -> str:
         f" ({cfg['episodes_per_task']} training episodes and a pool of {cfg['prompt_episodes']}"
         f" prompt episodes per task; seeds {cfg['seed']} and {cfg['prompt_seed']}).",
         f"- Collection wall time: {card['collection_wall_time_s']} s on {card['collection_machine']}.",
-        f"- Files: " + ", ".join(f"`{k}.h5` ({v['episodes']} episodes)" for k, v in card["files"].items()) + ".",
+        "- Files: " + ", ".join(f"`{k}.h5` ({v['episodes']} episodes)" for k, v in card["files"].items()) + ".",
         "",
         "## Quality",
         "",

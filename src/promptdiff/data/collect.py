@@ -11,7 +11,6 @@ collection resumes with the file it was writing.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -289,8 +288,3 @@ def summarise(path: str | Path) -> dict:
         return {"family": f.family, "role": f.role, "quality": f.quality, "episodes": f.num_episodes,
                 "tasks": {t: s for t, s in f.task_stats.items()}}  # fmt: skip
 
-
-if __name__ == "__main__":  # python -m promptdiff.data.collect FAMILY
-    import sys
-
-    print(json.dumps([str(p) for p in collect(default_collect_config(sys.argv[1]))]))

@@ -183,9 +183,3 @@ def select_medium_policy(family: str, snapshots: Path, out: Path, expert: Path) 
     return {"snapshot": chosen.name, "return": chosen_return, "random_return": rand,
             "expert_return": best, "target": target}
 
-
-if __name__ == "__main__":  # python -m promptdiff.data.expert_training FAMILY STEPS [MEDIUM_OUT]
-    import sys
-
-    medium_out = sys.argv[3] if len(sys.argv) > 3 else None
-    train_expert(ExpertTrainingConfig(family=sys.argv[1], total_steps=int(sys.argv[2]), medium_output=medium_out))
