@@ -1,0 +1,131 @@
+"""Prompt Decision Transformer (Xu et al., 2022): the pre-trained policy that promptdiff prompts.
+
+A GPT-style causal transformer over interleaved (return-to-go, state, action) tokens. A trajectory
+prompt (see `promptdiff.models.prompt`) with its own embedding layers is prepended to the K most
+recent steps; one causal attention runs over all 3 (L + K) tokens. A learned timestep embedding
+is added to every token (no positional embedding). Actions are predicted from the state tokens
+of the main sequence, through a tanh head.
+
+Shapes: states (B, K, obs_dim), actions (B, K, act_dim), returns_to_go (B, K, 1),
+timesteps (B, K) long, mask (B, K) with 1 for real steps and 0 for left padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from promptdiff.models.prompt import Prompt
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.dropout = dropout
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        """x (B, T, W); attn_bias (B, 1, T, T) additive: 0 where a query may look, very negative elsewhere."""
+        B, T, W = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
+                                           dropout_p=self.dropout if self.training else 0.0)  # fmt: skip
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, W)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block (GPT-2 layout) with a ReLU MLP."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, heads, dropout)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.ReLU(), nn.Linear(mlp_width, width), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attn_bias)
+        return x + self.mlp(self.ln2(x))
+
+
+class _StepEmbedding(nn.Module):
+    """Embeds (return-to-go, state, action) of each step into three tokens, plus timestep."""
+
+    def __init__(self, obs_dim: int, act_dim: int, width: int, max_timestep: int):
+        super().__init__()
+        self.timestep = nn.Embedding(max_timestep, width)
+        self.ret = nn.Linear(1, width)
+        self.state = nn.Linear(obs_dim, width)
+        self.action = nn.Linear(act_dim, width)
+
+    def forward(self, states, actions, returns_to_go, timesteps) -> torch.Tensor:
+        """-> (B, 3 T, width), ordered R_1, s_1, a_1, R_2, ..."""
+        t = self.timestep(timesteps)
+        tokens = torch.stack([self.ret(returns_to_go) + t, self.state(states) + t, self.action(actions) + t], dim=2)
+        B, T = states.shape[:2]
+        return tokens.reshape(B, 3 * T, -1)
+
+
+class PromptDT(nn.Module):
+    """Prompt Decision Transformer; reference defaults: 3 layers, 1 head, width 128, MLP 512."""
+
+    def __init__(self, obs_dim: int, act_dim: int, *, width: int = 128, layers: int = 3, heads: int = 1,
+                 mlp_width: int = 512, dropout: float = 0.1, context_length: int = 20, prompt_length: int = 5,
+                 max_timestep: int = 1000):  # fmt: skip
+        super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.context_length, self.prompt_length = context_length, prompt_length
+        self.max_timestep = max_timestep
+        self.embed = _StepEmbedding(obs_dim, act_dim, width, max_timestep)
+        self.prompt_embed = _StepEmbedding(obs_dim, act_dim, width, max_timestep)
+        self.embed_ln = nn.LayerNorm(width)
+        self.embed_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_width, dropout) for _ in range(layers))
+        self.final_ln = nn.LayerNorm(width)
+        self.action_head = nn.Sequential(nn.Linear(width, act_dim), nn.Tanh())
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, states, actions, returns_to_go, timesteps, mask, prompt: Prompt | None = None) -> torch.Tensor:
+        """Predicted actions (B, K, act_dim), one per step, from the state token of that step."""
+        B, K = states.shape[:2]
+        tokens = self.embed_ln(self.embed(states, actions, returns_to_go, timesteps))
+        token_mask = mask.repeat_interleave(3, dim=1)
+        if prompt is not None:
+            prompt = prompt.expand(B)
+            p_tokens = self.prompt_embed(prompt.states, prompt.actions, prompt.returns_to_go, prompt.timesteps)
+            tokens = torch.cat([p_tokens, tokens], dim=1)
+            token_mask = torch.cat([prompt.mask.to(token_mask.dtype).repeat_interleave(3, dim=1), token_mask], dim=1)
+        x = self.embed_drop(tokens)
+        for block in self.blocks:
+            x = block(x, self._attention_bias(token_mask, x.dtype))
+        x = self.final_ln(x)
+        state_tokens = x[:, -3 * K :][:, 1::3]
+        return self.action_head(state_tokens)
+
+    @staticmethod
+    def _attention_bias(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, 1, T, T) additive bias: causal, and padded keys hidden (never -inf: no NaN rows)."""
+        T = token_mask.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=token_mask.device).tril()
+        allowed = causal[None] & token_mask.bool()[:, None, :]
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=token_mask.device)
+        return bias.masked_fill(~allowed, torch.finfo(dtype).min / 2)[:, None]
+
+
+def masked_action_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over real (mask = 1) steps: pred, target (B, K, act_dim), mask (B, K)."""
+    m = mask.to(pred.dtype).unsqueeze(-1)
+    return ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp_min(1.0)
