@@ -1,0 +1,10 @@
+"""Rollout layer: a batched decision-transformer policy and the evaluator (no Lightning here).
+
+    policy = DTPolicy(model, state_mean, state_std, rtg_scale=fam.rtg_scale)
+    result = evaluate(policy, "ant_dir", tasks, prompts, episodes=5)
+"""
+
+from promptdiff.rollout.dt_policy import DTPolicy
+from promptdiff.rollout.evaluator import episode_seed, evaluate, evaluate_sequential
+
+__all__ = ["DTPolicy", "episode_seed", "evaluate", "evaluate_sequential"]

@@ -1,0 +1,176 @@
+"""A Prompt Decision Transformer driven step by step, for many environments at once.
+
+`DTPolicy` turns the sequence model `PromptDT` into a policy. It keeps, per environment, the
+whole history of the running episode (normalised states, actions taken, returns-to-go) in
+numpy buffers preallocated to the horizon, and at every step feeds the model the K most recent
+steps of every active environment in ONE batched forward pass.
+
+Protocol, for n environments (env i keeps its own step counter t_i = steps taken so far):
+
+    policy.reset(prompts, target_returns, horizon)       # prompts: Prompt with P = n (or 1)
+    while any active:
+        a = policy.act(obs, active)        # obs (n, obs_dim)       -> a (n, act_dim)
+        obs, r, ... = env.step(a)
+        policy.record(r, active)           # r (n,)
+
+`act` appends the new observation o_{t_i} of every active env and asks the model for a_{t_i};
+`record` stores the action just returned and the reward it earned. Rows of inactive envs are
+ignored on input, left untouched in the history, and returned as zero actions.
+
+What the model sees for env i at step t (K = model.context_length, window steps t-K+1 .. t):
+
+    states         (K, obs_dim)  (o - state_mean) / state_std
+    actions        (K, act_dim)  the actions taken at steps < t; the slot of step t is 0
+    returns_to_go  (K, 1)        R_0 = target_return / rtg_scale, R_{s+1} = R_s - r_s / rtg_scale
+    timesteps      (K,)          min(s, max_timestep - 1), the absolute step index s
+    mask           (K,)          1 for real steps
+
+Windows shorter than K (t < K - 1) are LEFT-padded with state 0, action ACTION_PAD, return-to-go
+0, timestep 0 and mask 0, the same convention as the prompt (see `promptdiff.models.prompt`).
+The action returned is the model's prediction at step t, clipped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from promptdiff.models.prompt import ACTION_PAD, Prompt
+
+
+class DTPolicy:
+    """Batched, stateful rollout policy around a `PromptDT` (or any module with its forward).
+
+    Args:
+        model: module with `forward(states, actions, returns_to_go, timesteps, mask, prompt)`
+            -> (B, K, act_dim) and attributes `act_dim`, `context_length` (K) and `max_timestep`; it is
+            moved to `device` and put in eval mode (this changes the caller's module).
+        state_mean, state_std: (obs_dim,) statistics the model was trained with.
+        rtg_scale: the family's return-to-go scale (returns-to-go are fed divided by it).
+        device: where the forward pass runs.
+        horizon: default capacity of the history buffers (steps per episode); `reset` may
+            override it. The buffers grow if an episode runs longer.
+    """
+
+    def __init__(self, model: nn.Module, state_mean, state_std, rtg_scale: float,
+                 device: str | torch.device = "cpu", horizon: int | None = None):  # fmt: skip
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.context_length = int(model.context_length)
+        self.max_timestep = int(model.max_timestep)
+        self.state_mean = np.asarray(state_mean, dtype=np.float64).reshape(-1)
+        self.state_std = np.asarray(state_std, dtype=np.float64).reshape(-1)
+        if self.state_mean.shape != self.state_std.shape:
+            raise ValueError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ")
+        self.obs_dim = self.state_mean.shape[0]
+        self.act_dim = int(model.act_dim)
+        self.rtg_scale = float(rtg_scale)
+        self.horizon = int(horizon) if horizon is not None else self.max_timestep
+        self.n_envs = 0
+
+    # -- episode state ----------------------------------------------------------------------
+
+    def reset(self, prompts: Prompt | None, target_returns, horizon: int | None = None) -> None:
+        """Start new episodes in n = len(target_returns) environments.
+
+        prompts: Prompt with P = n (row i prompts env i), P = 1 (shared), or None (no prompt).
+        target_returns: (n,) returns to aim for, in raw (unscaled) reward units.
+        horizon: history capacity per env (defaults to the constructor's).
+        """
+        target = np.asarray(target_returns, dtype=np.float64).reshape(-1)
+        n = target.shape[0]
+        if prompts is not None:
+            if prompts.batch_size == 1 and n > 1:
+                prompts = prompts.expand(n)
+            if prompts.batch_size != n:
+                raise ValueError(f"{prompts.batch_size} prompts for {n} environments")
+            prompts = prompts.to(self.device)
+        self.prompts = prompts
+        self.n_envs = n
+        cap = int(horizon) if horizon is not None else self.horizon
+        act_dim = self.act_dim
+        self._states = np.zeros((n, cap, self.obs_dim), np.float32)
+        self._actions = np.zeros((n, cap, act_dim), np.float32)
+        self._rtg = np.zeros((n, cap + 1), np.float64)  # slot s: return-to-go before step s
+        self._rtg[:, 0] = target / self.rtg_scale
+        self._steps = np.zeros(n, np.int64)  # observations received so far
+        self._pending = np.zeros(n, bool)  # act() returned an action that record() has not stored
+        self._last_action = np.zeros((n, act_dim), np.float32)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(n,) number of observations each env has received in the current episode."""
+        return self._steps.copy()
+
+    def _grow(self, needed: int) -> None:
+        """Enlarge the history buffers so that `needed` steps fit (episodes beyond the horizon)."""
+        cap = max(needed, 2 * self._states.shape[1])
+        pad = cap - self._states.shape[1]
+        self._states = np.pad(self._states, ((0, 0), (0, pad), (0, 0)))
+        self._actions = np.pad(self._actions, ((0, 0), (0, pad), (0, 0)))
+        self._rtg = np.pad(self._rtg, ((0, 0), (0, pad)))
+
+    # -- acting -----------------------------------------------------------------------------
+
+    def window(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The model inputs of envs `ids` (m,) at their current step, as numpy arrays.
+
+        Returns states (m, K, obs_dim) float32, actions (m, K, act_dim) float32,
+        returns_to_go (m, K, 1) float32, timesteps (m, K) int64, mask (m, K) float32.
+        """
+        K = self.context_length
+        t = self._steps[ids] - 1  # index of the current step
+        steps = t[:, None] + np.arange(1 - K, 1)  # (m, K) absolute step indices, oldest first
+        real = steps >= 0
+        src = np.maximum(steps, 0)
+        rows = ids[:, None]
+        states = np.where(real[..., None], self._states[rows, src], np.float32(0.0))
+        actions = np.where(real[..., None], self._actions[rows, src], np.float32(ACTION_PAD))
+        rtg = np.where(real, self._rtg[rows, src], 0.0).astype(np.float32)[..., None]
+        timesteps = np.where(real, np.minimum(steps, self.max_timestep - 1), 0)
+        return {"states": states, "actions": actions, "returns_to_go": rtg,
+                "timesteps": timesteps.astype(np.int64), "mask": real.astype(np.float32)}  # fmt: skip
+
+    def act(self, obs: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """Actions (n, act_dim) float32 for observations (n, obs_dim); zeros for inactive rows."""
+        if self.n_envs == 0:
+            raise RuntimeError("call reset() before act()")
+        obs = np.asarray(obs, dtype=np.float64).reshape(self.n_envs, self.obs_dim)
+        active = np.ones(self.n_envs, bool) if active is None else np.asarray(active, bool)
+        ids = np.flatnonzero(active)
+        out = np.zeros((self.n_envs, self.act_dim), np.float32)
+        if ids.size == 0:
+            return out
+        if self._pending[ids].any():
+            raise RuntimeError("act() called twice without record() for the same environment")
+        t = self._steps[ids]
+        if t.max() >= self._states.shape[1]:
+            self._grow(int(t.max()) + 1)
+        self._states[ids, t] = (obs[ids] - self.state_mean) / self.state_std
+        self._actions[ids, t] = 0.0  # the current step's action slot
+        self._steps[ids] = t + 1
+
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in self.window(ids).items()}
+        prompt = self.prompts
+        if prompt is not None and ids.size < self.n_envs:
+            prompt = prompt.index(torch.from_numpy(ids).to(self.device))
+        with torch.inference_mode():
+            pred = self.model(**inputs, prompt=prompt)[:, -1]
+        action = np.clip(pred.float().cpu().numpy(), -1.0, 1.0)
+        out[ids] = action
+        self._last_action[ids] = action
+        self._pending[ids] = True
+        return out
+
+    def record(self, rewards: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Store the actions `act` just returned and update returns-to-go with rewards (n,)."""
+        active = np.ones(self.n_envs, bool) if active is None else np.asarray(active, bool)
+        ids = np.flatnonzero(active)
+        if not self._pending[ids].all():
+            raise RuntimeError("record() for an environment that has no action from act()")
+        rewards = np.asarray(rewards, dtype=np.float64).reshape(self.n_envs)
+        t = self._steps[ids] - 1
+        self._actions[ids, t] = self._last_action[ids]
+        self._rtg[ids, t + 1] = self._rtg[ids, t] - rewards[ids] / self.rtg_scale
+        self._pending[ids] = False

@@ -1,0 +1,224 @@
+"""Evaluate a prompted decision transformer by rolling it out in a task family's environments.
+
+`evaluate` runs every (task, episode) pair at once: one gymnasium vector env holds n =
+len(tasks) * episodes environments (pair order: task-major, episode-minor), and every
+environment step costs ONE batched policy call. `evaluate_sequential` plays the same episodes
+one at a time with plain `make_env` environments; it is the reference that `evaluate` must
+reproduce (same seeds, same prompts, same per-episode returns).
+
+Seeding: episode e of task k is reset with `episode_seed(seed, k, e)`, which depends on nothing
+else, so a result does not change with the set of tasks or episodes evaluated alongside it.
+
+Early endings: gymnasium 1.x vector envs auto-reset an environment on the step AFTER the one
+that ended its episode (AutoresetMode.NEXT_STEP). The evaluator marks an environment finished
+as soon as it reports terminated or truncated, gives it zero actions from then on, and ignores
+whatever it returns afterwards (its reset observation and the steps of its next episode). The
+loop ends when every environment has finished; finished environments are still stepped by the
+vector env meanwhile (cheap for the families here, and unavoidable with the vector API).
+
+Result (a plain dict; task keys are ints):
+
+    {"tasks": {k: {"returns": [...], "lengths": [...], "return_mean", "return_std",
+                   "normalised_score", "success_rate" (families with has_success)}},
+     "mean_return", "mean_normalised_score", "mean_success_rate" (has_success),
+     "episodes", "n_envs", "env_steps", "policy_calls", "wall_time_s"}
+
+normalised_score = (return_mean - random_return) / (expert_return - random_return), with the
+dataset card's per-task numbers; it is None (with one warning) when the card or the task is
+missing. mean_* average over tasks; mean_normalised_score is None if any task lacks a score.
+env_steps counts the steps of the evaluated episodes only; policy_calls the batched calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from promptdiff.envs import TaskFamily, get_family, make_env
+from promptdiff.models.prompt import Prompt
+from promptdiff.rollout.dt_policy import DTPolicy
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def episode_seed(seed: int, task: int, episode: int) -> int:
+    """Reset seed of episode `episode` of task `task`, derived from (seed, task, episode) only."""
+    return int(np.random.SeedSequence([int(seed), int(task), int(episode)]).generate_state(1)[0])
+
+
+def _family(family: str | TaskFamily) -> TaskFamily:
+    return get_family(family) if isinstance(family, str) else family
+
+
+def _check_args(fam: TaskFamily, tasks, prompts, episodes) -> list[int]:
+    tasks = [int(t) for t in tasks]
+    if episodes < 1 or not tasks:
+        raise ValueError("evaluate needs at least one task and one episode")
+    missing = [t for t in tasks if t not in prompts]
+    if missing:
+        raise KeyError(f"{fam.name}: no prompt for tasks {missing}")
+    for t in tasks:
+        if prompts[t].batch_size != 1:
+            raise ValueError(f"prompt of task {t} has P = {prompts[t].batch_size}, expected 1")
+    return tasks
+
+
+def _vector_env(fam: TaskFamily, tasks: list[int], vectorization: str) -> gym.vector.VectorEnv:
+    """One vector env with one sub-environment per entry of `tasks` (repeats allowed)."""
+    fns = [functools.partial(make_env, fam.name, t) for t in tasks]
+    mode = gym.vector.AutoresetMode.NEXT_STEP
+    if vectorization == "sync":
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+    if vectorization == "async":
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+    raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+
+
+def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], prompts: dict[int, Prompt],
+             episodes: int, seed: int = 0, target_return: float | None = None,
+             card_root: str | Path = "datasets", vectorization: str = "sync") -> dict:  # fmt: skip
+    """Roll out `policy` for `episodes` episodes of each task, all environments stepped together.
+
+    prompts: task -> Prompt with P = 1 (env of task k is prompted with prompts[k]).
+    target_return: the return-to-go each episode starts from (default: family.target_return).
+    vectorization: "sync" (one process) or "async" (one worker process per environment).
+    """
+    start = time.perf_counter()
+    fam = _family(family)
+    tasks = _check_args(fam, tasks, prompts, episodes)
+    target = fam.target_return if target_return is None else float(target_return)
+    pairs = [(t, e) for t in tasks for e in range(episodes)]
+    n = len(pairs)
+
+    envs = _vector_env(fam, [t for t, _ in pairs], vectorization)
+    try:
+        obs, _ = envs.reset(seed=[episode_seed(seed, t, e) for t, e in pairs])
+        policy.reset(Prompt.cat([prompts[t] for t, _ in pairs]), np.full(n, target), horizon=fam.horizon)
+        active = np.ones(n, bool)
+        returns = np.zeros(n, np.float64)
+        lengths = np.zeros(n, np.int64)
+        success = np.zeros(n, bool)
+        calls = 0
+        while active.any():
+            actions = policy.act(obs, active)
+            obs, rewards, terminated, truncated, infos = envs.step(actions)
+            calls += 1
+            policy.record(rewards, active)
+            returns[active] += rewards[active]
+            lengths[active] += 1
+            if fam.has_success and "success" in infos:
+                success |= active & infos["_success"] & np.asarray(infos["success"], bool)
+            active &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return _summarise(fam, tasks, episodes, returns, lengths, success, calls, card_root,
+                      time.perf_counter() - start)  # fmt: skip
+
+
+def evaluate_sequential(policy: DTPolicy, family: str | TaskFamily, tasks: list[int],
+                        prompts: dict[int, Prompt], episodes: int, seed: int = 0,
+                        target_return: float | None = None, card_root: str | Path = "datasets",
+                        vectorization: str = "sync") -> dict:  # fmt: skip
+    """The same evaluation as `evaluate`, one episode at a time (policy calls with n = 1).
+
+    The reference implementation: plain `make_env` environments, no vector env, no batching.
+    `vectorization` is accepted for a matching signature and ignored.
+    """
+    start = time.perf_counter()
+    fam = _family(family)
+    tasks = _check_args(fam, tasks, prompts, episodes)
+    target = fam.target_return if target_return is None else float(target_return)
+    pairs = [(t, e) for t in tasks for e in range(episodes)]
+    returns = np.zeros(len(pairs), np.float64)
+    lengths = np.zeros(len(pairs), np.int64)
+    success = np.zeros(len(pairs), bool)
+    one = np.ones(1, bool)
+    for i, (t, e) in enumerate(pairs):
+        env = make_env(fam, t)
+        try:
+            obs, _ = env.reset(seed=episode_seed(seed, t, e))
+            policy.reset(prompts[t], np.full(1, target), horizon=fam.horizon)
+            done = False
+            while not done:
+                action = policy.act(obs[None], one)[0]
+                obs, reward, terminated, truncated, info = env.step(action)
+                policy.record(np.array([reward]), one)
+                returns[i] += reward
+                lengths[i] += 1
+                success[i] |= bool(info.get("success", False))
+                done = terminated or truncated
+        finally:
+            env.close()
+    return _summarise(fam, tasks, episodes, returns, lengths, success, int(lengths.sum()), card_root,
+                      time.perf_counter() - start)  # fmt: skip
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+
+def _card_scores(fam: TaskFamily, tasks: list[int], root: str | Path) -> dict[int, tuple[float, float] | None]:
+    """task -> (random_return, expert_return) from the dataset card, None where unavailable."""
+    from promptdiff.data.cards import load_card  # lazy: pulls in the data layer
+
+    try:
+        card_tasks = load_card(fam.name, root)["tasks"]
+    except FileNotFoundError as err:
+        _warn_once(fam, root, f"{err}; normalised scores are None")
+        return {t: None for t in tasks}
+    out = {}
+    for t in tasks:
+        entry = card_tasks.get(str(t))
+        if entry is None or entry.get("expert_return") is None or entry.get("random_return") is None:
+            _warn_once(fam, root, f"{fam.name}: dataset card under {root} has no returns for task {t}; "
+                                  "its normalised score is None")  # fmt: skip
+            out[t] = None
+        else:
+            out[t] = (float(entry["random_return"]), float(entry["expert_return"]))
+    return out
+
+
+def _warn_once(fam: TaskFamily, root, message: str) -> None:
+    key = (fam.name, str(Path(root).resolve()))
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _summarise(fam: TaskFamily, tasks: list[int], episodes: int, returns: np.ndarray, lengths: np.ndarray,
+               success: np.ndarray, calls: int, card_root, wall_time: float) -> dict:  # fmt: skip
+    """Aggregate per-episode arrays (len(tasks) * episodes,), task-major, into the result dict."""
+    scores = _card_scores(fam, tasks, card_root)
+    per_task = {}
+    for j, t in enumerate(tasks):
+        sl = slice(j * episodes, (j + 1) * episodes)
+        r = returns[sl]
+        entry = {
+            "returns": r.tolist(),
+            "lengths": lengths[sl].tolist(),
+            "return_mean": float(r.mean()),
+            "return_std": float(r.std()),
+            "normalised_score": None,
+        }
+        if scores[t] is not None:
+            rand, expert = scores[t]
+            entry["normalised_score"] = (entry["return_mean"] - rand) / (expert - rand)
+        if fam.has_success:
+            entry["success_rate"] = float(success[sl].mean())
+        per_task[t] = entry
+    norm = [v["normalised_score"] for v in per_task.values()]
+    out = {
+        "family": fam.name,
+        "tasks": per_task,
+        "mean_return": float(np.mean([v["return_mean"] for v in per_task.values()])),
+        "mean_normalised_score": None if any(s is None for s in norm) else float(np.mean(norm)),
+    }
+    if fam.has_success:
+        out["mean_success_rate"] = float(np.mean([v["success_rate"] for v in per_task.values()]))
+    out.update(episodes=episodes, n_envs=len(returns), env_steps=int(lengths.sum()), policy_calls=int(calls),
+               wall_time_s=float(wall_time))  # fmt: skip
+    return out

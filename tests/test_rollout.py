@@ -1,0 +1,262 @@
+"""Rollout layer: the DTPolicy context window and the batched evaluator against the sequential one."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from promptdiff.envs import get_family
+from promptdiff.models.prompt import ACTION_PAD, Prompt
+from promptdiff.models.prompt_dt import PromptDT
+from promptdiff.rollout import DTPolicy, episode_seed, evaluate, evaluate_sequential
+
+# Most tests evaluate without a dataset card on purpose (normalised scores None).
+pytestmark = pytest.mark.filterwarnings("ignore:.*dataset card not found:RuntimeWarning")
+
+
+def random_prompts(fam, tasks, L=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        t: Prompt(torch.randn(1, L, fam.obs_dim, generator=g), torch.rand(1, L, fam.act_dim, generator=g) * 2 - 1,
+                  torch.randn(1, L, 1, generator=g), torch.arange(L)[None] + 3, torch.ones(1, L))  # fmt: skip
+        for t in tasks
+    }
+
+
+def small_policy(fam, action_gain=1.0, K=4):
+    """Random PromptDT (width 32, 1 layer); `action_gain` scales the action head's weights."""
+    torch.manual_seed(0)
+    model = PromptDT(fam.obs_dim, fam.act_dim, width=32, layers=1, mlp_width=64, context_length=K,
+                     prompt_length=5, max_timestep=fam.horizon)  # fmt: skip
+    with torch.no_grad():
+        model.action_head[0].weight.mul_(action_gain)
+    rng = np.random.default_rng(0)
+    return DTPolicy(model, rng.normal(size=fam.obs_dim) * 0.1, 1 + rng.random(fam.obs_dim), fam.rtg_scale)
+
+
+class RecordingModel(nn.Module):
+    """Stub with PromptDT's forward signature: records its inputs, predicts a constant action."""
+
+    def __init__(self, obs_dim=2, act_dim=2, context_length=3, max_timestep=4, action=(0.0, 0.0)):
+        super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.context_length, self.max_timestep = context_length, max_timestep
+        self.register_buffer("action", torch.tensor(action, dtype=torch.float32))
+        self.calls = []
+
+    def forward(self, states, actions, returns_to_go, timesteps, mask, prompt=None):
+        self.calls.append({"states": states.clone(), "actions": actions.clone(), "rtg": returns_to_go.clone(),
+                           "timesteps": timesteps.clone(), "mask": mask.clone(), "prompt": prompt})  # fmt: skip
+        return self.action.expand(states.shape[0], states.shape[1], self.act_dim).clone()
+
+
+def stub_policy(fam, action):
+    model = RecordingModel(fam.obs_dim, fam.act_dim, context_length=3, max_timestep=fam.horizon, action=action)
+    return DTPolicy(model, np.zeros(fam.obs_dim), np.ones(fam.obs_dim), fam.rtg_scale), model
+
+
+# -- (a) batched evaluator == sequential reference ------------------------------------------------
+
+
+def assert_same_episodes(batched, sequential, tasks):
+    for t in tasks:
+        np.testing.assert_allclose(batched["tasks"][t]["returns"], sequential["tasks"][t]["returns"], rtol=1e-5)
+        assert batched["tasks"][t]["lengths"] == sequential["tasks"][t]["lengths"]
+    assert batched["env_steps"] == sequential["env_steps"]
+
+
+def test_batched_equals_sequential_point_robot():
+    fam = get_family("point_robot")
+    tasks = [3, 11]
+    policy, prompts = small_policy(fam), random_prompts(fam, tasks)
+    batched = evaluate(policy, fam.name, tasks, prompts, episodes=3, seed=5, card_root="/nonexistent")
+    sequential = evaluate_sequential(policy, fam.name, tasks, prompts, episodes=3, seed=5, card_root="/nonexistent")
+    assert_same_episodes(batched, sequential, tasks)
+    assert batched["n_envs"] == 6 and batched["policy_calls"] == fam.horizon
+    assert batched["env_steps"] == 6 * fam.horizon
+    # Different prompts make different behaviour (the prompt reaches the model per env).
+    assert batched["tasks"][3]["return_mean"] != pytest.approx(batched["tasks"][11]["return_mean"])
+    assert batched["mean_return"] == pytest.approx(np.mean([batched["tasks"][t]["return_mean"] for t in tasks]))
+
+
+def test_batched_equals_sequential_ant_with_early_terminations():
+    fam = get_family("ant_dir")
+    tasks = [6, 17]
+    # A large action head saturates the actions: the ant falls over at different times.
+    policy, prompts = small_policy(fam, action_gain=10.0), random_prompts(fam, tasks)
+    batched = evaluate(policy, fam.name, tasks, prompts, episodes=2, seed=1, card_root="/nonexistent")
+    sequential = evaluate_sequential(policy, fam.name, tasks, prompts, episodes=2, seed=1, card_root="/nonexistent")
+    assert_same_episodes(batched, sequential, tasks)
+    lengths = [n for t in tasks for n in batched["tasks"][t]["lengths"]]
+    assert min(lengths) < fam.horizon, "no episode ended early: the test would not exercise early endings"
+    assert len(set(lengths)) >= 2, "all episodes ended together: the test would not exercise early endings"
+    assert batched["policy_calls"] == max(lengths)
+    assert batched["env_steps"] == sum(lengths)
+
+
+def test_results_do_not_depend_on_the_company_and_async_matches_sync():
+    fam = get_family("point_robot")
+    policy = small_policy(fam)
+    prompts = random_prompts(fam, [3, 11, 19])
+    alone = evaluate(policy, fam.name, [11], prompts, episodes=1, seed=2, card_root="/nonexistent")
+    crowd = evaluate(policy, fam.name, [3, 11, 19], prompts, episodes=2, seed=2, card_root="/nonexistent",
+                     vectorization="async")  # fmt: skip
+    np.testing.assert_allclose(alone["tasks"][11]["returns"], crowd["tasks"][11]["returns"][:1], rtol=1e-5)
+    assert episode_seed(2, 11, 0) != episode_seed(2, 11, 1) != episode_seed(3, 11, 1)
+
+
+# -- (b) the context window -----------------------------------------------------------------------
+
+
+def test_window_left_padding_history_rtg_and_timesteps():
+    K, scale, target = 3, 10.0, 4.0
+    model = RecordingModel(context_length=K, max_timestep=4, action=(5.0, -0.25))
+    mean, std = np.array([1.0, -1.0]), np.array([2.0, 4.0])
+    policy = DTPolicy(model, mean, std, rtg_scale=scale)
+    prompts = Prompt(torch.arange(2.0)[:, None, None].expand(2, 1, 2).clone(), torch.zeros(2, 1, 2),
+                     torch.zeros(2, 1, 1), torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1))  # fmt: skip
+    policy.reset(prompts, np.array([target, 2 * target]), horizon=3)  # horizon 3 forces the buffers to grow
+
+    rng = np.random.default_rng(0)
+    obs_hist, rewards_hist = [], []
+    both, only0 = np.array([True, True]), np.array([True, False])
+    for step in range(5):
+        active = only0 if step == 2 else both  # env 1 sits out step 2: its history must not advance
+        obs = rng.normal(size=(2, 2))
+        a = policy.act(obs, active)
+        # clipped to [-1, 1]; inactive rows get zeros
+        np.testing.assert_array_equal(a[0], [1.0, -0.25])
+        np.testing.assert_array_equal(a[1], [0.0, 0.0] if step == 2 else [1.0, -0.25])
+        r = rng.normal(size=2)
+        policy.record(r, active)
+        obs_hist.append(obs[0])
+        rewards_hist.append(r[0])
+        call = model.calls[-1]
+        assert call["states"].shape == (2 if active.all() else 1, K, 2)
+
+        if step == 0:  # one real step, two padded ones on the left
+            np.testing.assert_array_equal(call["mask"][0].numpy(), [0, 0, 1])
+            np.testing.assert_array_equal(call["states"][0, :2].numpy(), 0)
+            np.testing.assert_array_equal(call["actions"][0, :2].numpy(), ACTION_PAD)
+            np.testing.assert_array_equal(call["actions"][0, 2].numpy(), 0)  # current slot
+            np.testing.assert_allclose(call["rtg"][0, :, 0].numpy(), [0, 0, target / scale], rtol=1e-6)
+            np.testing.assert_allclose(call["rtg"][1, :, 0].numpy(), [0, 0, 2 * target / scale], rtol=1e-6)
+            np.testing.assert_array_equal(call["timesteps"][0].numpy(), [0, 0, 0])
+            torch.testing.assert_close(call["prompt"].states, prompts.states)
+        if step == 2:  # only env 0 runs: its own prompt row is selected
+            torch.testing.assert_close(call["prompt"].states, prompts.states[:1])
+
+    # After 5 steps env 0 sees steps 2, 3, 4 (no padding); the model was called at step 4.
+    call = model.calls[-1]
+    expect_states = (np.array(obs_hist[2:]) - mean) / std
+    np.testing.assert_allclose(call["states"][0].numpy(), expect_states, rtol=1e-6)
+    np.testing.assert_array_equal(call["mask"][0].numpy(), [1, 1, 1])
+    np.testing.assert_array_equal(call["actions"][0].numpy(), [[1.0, -0.25], [1.0, -0.25], [0.0, 0.0]])
+    rtg = target / scale - np.concatenate([[0.0], np.cumsum(rewards_hist)]) / scale  # R_0 .. R_5
+    np.testing.assert_allclose(call["rtg"][0, :, 0].numpy(), rtg[2:5], rtol=1e-6)
+    np.testing.assert_array_equal(call["timesteps"][0].numpy(), [2, 3, 3])  # clipped to max_timestep - 1
+    # env 1 skipped a step: it has seen 4 observations, its window covers steps 1, 2, 3
+    np.testing.assert_array_equal(policy.steps, [5, 4])
+    np.testing.assert_array_equal(call["timesteps"][1].numpy(), [1, 2, 3])
+    np.testing.assert_array_equal(call["mask"][1].numpy(), [1, 1, 1])
+
+
+def test_act_record_protocol_is_enforced():
+    policy = DTPolicy(RecordingModel(), np.zeros(2), np.ones(2), rtg_scale=1.0)
+    policy.reset(None, np.zeros(1))
+    policy.act(np.zeros((1, 2)))
+    with pytest.raises(RuntimeError):
+        policy.act(np.zeros((1, 2)))
+    policy.record(np.zeros(1))
+    with pytest.raises(RuntimeError):
+        policy.record(np.zeros(1))
+
+
+def test_policy_matches_promptdt_forward_on_the_same_window():
+    """DTPolicy's action is exactly PromptDT's last prediction on the window it builds."""
+    fam = get_family("point_robot")
+    policy = small_policy(fam)
+    prompts = Prompt.cat(list(random_prompts(fam, [0, 1]).values()))
+    policy.reset(prompts, np.array([-5.0, -7.0]), horizon=fam.horizon)
+    for _ in range(6):
+        obs = np.random.default_rng(1).normal(size=(2, 2))
+        a = policy.act(obs)
+        policy.record(np.array([-1.0, -2.0]))
+    policy.act(obs)
+    window = {k: torch.from_numpy(v) for k, v in policy.window(np.arange(2)).items()}
+    with torch.no_grad():
+        expect = policy.model(**window, prompt=prompts)[:, -1].clamp(-1, 1).numpy()
+    np.testing.assert_allclose(policy._last_action, expect, rtol=1e-6)
+    assert a.dtype == np.float32
+
+
+# -- (c) normalised score from the dataset card -----------------------------------------------------
+
+
+def test_normalised_score_from_card(tmp_path):
+    fam = get_family("point_robot")
+    card = {"family": fam.name, "tasks": {"3": {"expert_return": -5.0, "random_return": -22.0},
+                                          "11": {"expert_return": -4.0, "random_return": -30.0}}}  # fmt: skip
+    (tmp_path / fam.name).mkdir()
+    (tmp_path / fam.name / "card.json").write_text(json.dumps(card))
+    policy = small_policy(fam)
+    res = evaluate(policy, fam.name, [3, 11], random_prompts(fam, [3, 11]), episodes=2, card_root=tmp_path)
+    for t in (3, 11):
+        c = card["tasks"][str(t)]
+        expect = (res["tasks"][t]["return_mean"] - c["random_return"]) / (c["expert_return"] - c["random_return"])
+        assert res["tasks"][t]["normalised_score"] == pytest.approx(expect)
+    scores = [res["tasks"][t]["normalised_score"] for t in (3, 11)]
+    assert res["mean_normalised_score"] == pytest.approx(np.mean(scores))
+    json.dumps(res)  # a plain dict
+
+
+def test_missing_card_gives_none_and_warns_once(tmp_path):
+    fam = get_family("point_robot")
+    policy, prompts = small_policy(fam), random_prompts(fam, [3])
+    with pytest.warns(RuntimeWarning, match="card"):
+        res = evaluate(policy, fam.name, [3], prompts, episodes=1, card_root=tmp_path)
+    assert res["tasks"][3]["normalised_score"] is None and res["mean_normalised_score"] is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_sequential(policy, fam.name, [3], prompts, episodes=1, card_root=tmp_path)  # no second warning
+
+
+# -- (d) success rate -----------------------------------------------------------------------------------
+
+
+def test_success_rate_point_robot():
+    fam = get_family("point_robot")
+    tasks = [0, 39]  # goals (1, 0) and (-1, 0)
+    prompts = random_prompts(fam, tasks)
+    # Standing still never reaches a goal on the unit circle.
+    policy, _ = stub_policy(fam, action=(0.0, 0.0))
+    res = evaluate(policy, fam.name, tasks, prompts, episodes=2, card_root="/nonexistent")
+    assert res["tasks"][0]["success_rate"] == 0.0 and res["mean_success_rate"] == 0.0
+    assert res["tasks"][0]["return_mean"] == pytest.approx(-fam.horizon)  # distance 1 at every step
+    # Stepping +x at full speed passes through goal (1, 0) at step 10 (then overshoots: success
+    # counts at any step) and never gets near (-1, 0).
+    policy, _ = stub_policy(fam, action=(0.1, 0.0))
+    for run in (evaluate, evaluate_sequential):
+        res = run(policy, fam.name, tasks, prompts, episodes=2, card_root="/nonexistent")
+        assert res["tasks"][0]["success_rate"] == 1.0 and res["tasks"][39]["success_rate"] == 0.0
+        assert res["mean_success_rate"] == 0.5
+
+
+def test_families_without_success_have_no_success_keys():
+    fam = get_family("ant_dir")
+    policy, _ = stub_policy(fam, action=(0.0,) * fam.act_dim)
+    res = evaluate(policy, fam.name, [6], random_prompts(fam, [6]), episodes=1, card_root="/nonexistent")
+    assert "mean_success_rate" not in res and "success_rate" not in res["tasks"][6]
+
+
+def test_rollout_layer_does_not_import_lightning():
+    import subprocess
+
+    code = ("import sys, promptdiff.rollout, promptdiff.rollout.evaluator as e, promptdiff.data.cards;"
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
