@@ -4,6 +4,7 @@
     promptdiff expert train --config conf/expert/<family>.yaml  train a learned expert (PPO)
     promptdiff data import-prompt-dt SRC --family NAME          convert Prompt-DT's pickles
     promptdiff data info FILE                                   summarise a trajectory file
+    promptdiff fit --config conf/pretrain/<family>.yaml         pre-train the PLM (LightningCLI)
 
 Subcommands parse with jsonargparse (LightningCLI's parser): every option can come from a YAML
 given with --config and be overridden on the command line.
@@ -62,7 +63,8 @@ def _info_parser() -> ArgumentParser:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="promptdiff", description="promptdiff: prompt tuning of pre-trained decision transformers. "
-                            "Run `promptdiff <command> --help` for each command's options.",
+                            "Run `promptdiff <command> --help` for each command's options; "
+                            "`promptdiff fit|validate|test --config ...` run Lightning (see `promptdiff fit --help`).",
                             version=f"promptdiff {__version__}")  # fmt: skip
     sub = parser.add_subcommands(dest="command")
     sub.add_subcommand("collect", _collect_parser(), help="collect expert data for a task family")
@@ -87,6 +89,12 @@ def _strip(ns) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from promptdiff.cli.lightning_cli import LIGHTNING_COMMANDS
+
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from promptdiff.cli.lightning_cli import run_lightning
+
+        return run_lightning(argv)
     parser = build_parser()
     cfg = parser.parse_args(argv)
     from promptdiff.data.hdf5_format import DatasetError

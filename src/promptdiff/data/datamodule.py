@@ -1,0 +1,113 @@
+"""LightningDataModule for multi-task Prompt-DT pre-training.
+
+Every training batch holds, for EVERY training task of the family, `batch_size_per_task`
+(prompt, K-step segment) pairs, drawn by the vectorised `SegmentSampler`. Batch i on rank r is
+drawn from a generator seeded with (seed, r, i): ranks see different samples, a run is
+reproducible from its seed, and a run resumed from a checkpoint at step i continues with
+exactly the batches an uninterrupted run would have drawn.
+
+State normalisation statistics come from the training tasks' data only; the pre-training
+module copies them into its checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from promptdiff.data.segments import SegmentSampler, load_family_data, state_statistics
+from promptdiff.envs import get_family
+
+
+class _BatchStream(IterableDataset):
+    """An endless stream of ready-made batches; batch i uses the generator (seed, rank, i)."""
+
+    def __init__(self, sampler: SegmentSampler, tasks: list[int], batch_size: int, seed: int,
+                 rank: Callable[[], int], start: Callable[[], int], repeat: int | None = None):  # fmt: skip
+        self.sampler, self.tasks, self.batch_size, self.seed = sampler, tasks, batch_size, seed
+        self.rank, self.start, self.repeat = rank, start, repeat
+
+    def __iter__(self):
+        i = 0 if self.repeat else self.start()
+        while self.repeat is None or i < self.repeat:
+            rng = np.random.default_rng([self.seed, self.rank(), i])
+            prompt, segment, task_ids = self.sampler.sample_all(self.tasks, self.batch_size, rng)
+            yield {"prompt": prompt, "segment": segment, "task_ids": task_ids}
+            i += 1
+
+
+def _collate(batch):
+    return batch  # batches are built whole by the sampler
+
+
+def _loader(stream: IterableDataset) -> DataLoader:
+    # An own generator: creating the iterator must not draw from torch's global RNG, whose
+    # state (dropout) is saved with checkpoints and must continue identically after a resume.
+    return DataLoader(stream, batch_size=None, collate_fn=_collate, generator=torch.Generator())
+
+
+class PromptDTDataModule(L.LightningDataModule):
+    def __init__(self, family: str, root: str = "datasets", quality: str = "expert", batch_size_per_task: int = 16,
+                 context_length: int = 20, prompt_length: int = 5, seed: int = 0, val_batches: int = 4,
+                 train_tasks: list[int] | None = None):  # fmt: skip
+        """
+        Args:
+            family: task family (its training tasks are pre-trained on).
+            root: dataset root; missing files are generated from the shipped experts.
+            quality: data quality of the training set and prompt pool (expert, medium, random).
+            batch_size_per_task: (prompt, segment) pairs per training task in every batch.
+            context_length: K, the steps of each segment.
+            prompt_length: L, the steps of each prompt.
+            seed: base seed of the batch stream.
+            val_batches: fixed validation batches (same every time) drawn from the training tasks.
+            train_tasks: pre-train on these tasks only (default: the family's training split).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.family = get_family(family)
+        self.train_tasks = list(self.family.train_tasks if train_tasks is None else train_tasks)
+        unknown = sorted(set(self.train_tasks) - set(self.family.train_tasks))
+        if unknown:
+            raise ValueError(f"train_tasks {unknown} are not training tasks of {family}")
+        self.sampler: SegmentSampler | None = None
+        self.state_mean = self.state_std = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.sampler is not None:
+            return
+        hp = self.hparams
+        narrowed = self.train_tasks if hp.train_tasks is not None else None
+        train, prompt = load_family_data(self.family, hp.root, hp.quality, tasks=narrowed)
+        self.state_mean, self.state_std = state_statistics({t: train[t] for t in self.train_tasks})
+        self.sampler = SegmentSampler(train, prompt, self.state_mean, self.state_std, self.family.rtg_scale,
+                                      K=hp.context_length, prompt_length=hp.prompt_length,
+                                      max_timestep=self.family.horizon)  # fmt: skip
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def _step(self) -> int:
+        return self.trainer.global_step if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        stream = _BatchStream(self.sampler, self.train_tasks, self.hparams.batch_size_per_task,
+                              self.hparams.seed, self._rank, self._step)  # fmt: skip
+        return _loader(stream)
+
+    def val_dataloader(self) -> DataLoader:
+        stream = _BatchStream(self.sampler, self.train_tasks, self.hparams.batch_size_per_task,
+                              self.hparams.seed + 1_000_003, self._rank, lambda: 0, repeat=self.hparams.val_batches)  # fmt: skip
+        return _loader(stream)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return {"prompt": batch["prompt"].to(device),
+                "segment": {k: v.to(device) for k, v in batch["segment"].items()},
+                "task_ids": batch["task_ids"].to(device)}  # fmt: skip
+
+    def state_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.setup()
+        return torch.as_tensor(self.state_mean, dtype=torch.float32), torch.as_tensor(self.state_std, dtype=torch.float32)

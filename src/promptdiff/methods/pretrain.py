@@ -1,0 +1,84 @@
+"""Multi-task pre-training of the Prompt Decision Transformer (the PLM).
+
+AdamW with a linear learning-rate warm-up, masked action MSE; gradient clipping (0.25 in the
+reference) is the Trainer's `gradient_clip_val`. The checkpoint carries everything needed to
+rebuild the policy without the config: the architecture and family (hyper-parameters) and the
+training-task state statistics (buffers), see `PromptDTPretrain.load_policy`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from promptdiff.envs import get_family
+from promptdiff.models.prompt_dt import PromptDT, masked_action_mse
+
+
+class PromptDTPretrain(L.LightningModule):
+    def __init__(self, family: str, width: int = 128, layers: int = 3, heads: int = 1, mlp_width: int = 512,
+                 dropout: float = 0.1, context_length: int = 20, prompt_length: int = 5, max_timestep: int = 1000,
+                 lr: float = 1e-4, weight_decay: float = 1e-4, warmup_steps: int = 10_000):  # fmt: skip
+        """
+        Args:
+            family: task family; fixes observation/action sizes, return scale and target.
+            width, layers, heads, mlp_width, dropout: transformer size (reference: 128, 3, 1, 512, 0.1).
+            context_length: K, the most recent steps the policy sees.
+            prompt_length: L, the steps of a trajectory prompt.
+            max_timestep: size of the timestep embedding table.
+            lr, weight_decay: AdamW settings.
+            warmup_steps: linear warm-up of the learning rate from 0.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        fam = get_family(family)
+        self.family = fam
+        self.model = PromptDT(fam.obs_dim, fam.act_dim, width=width, layers=layers, heads=heads, mlp_width=mlp_width,
+                              dropout=dropout, context_length=context_length, prompt_length=prompt_length,
+                              max_timestep=max_timestep)  # fmt: skip
+        self.register_buffer("state_mean", torch.zeros(fam.obs_dim))
+        self.register_buffer("state_std", torch.ones(fam.obs_dim))
+
+    # -- data statistics travel with the checkpoint --------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and dm is not None and hasattr(dm, "state_stats"):
+            mean, std = dm.state_stats()
+            self.state_mean.copy_(mean)
+            self.state_std.copy_(std)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()  # dropout continues identically on resume
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
+    # -- training ------------------------------------------------------------------------------
+    def model_step(self, batch: dict) -> torch.Tensor:
+        seg = batch["segment"]
+        pred = self.model(seg["states"], seg["actions"], seg["returns_to_go"], seg["timesteps"], seg["mask"],
+                          prompt=batch["prompt"])  # fmt: skip
+        return masked_action_mse(pred, seg["actions"], seg["mask"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.model_step(batch)
+        self.log("train/action_mse", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/action_mse", self.model_step(batch), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        warmup = max(1, hp.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- using the result ----------------------------------------------------------------------
+    @classmethod
+    def load_policy(cls, checkpoint_path: str, map_location="cpu") -> "PromptDTPretrain":
+        """The pre-trained module from a checkpoint alone (no config), in eval mode."""
+        return cls.load_from_checkpoint(checkpoint_path, map_location=map_location).eval()
