@@ -1,6 +1,7 @@
 """Prompt-DT pre-training: every real pretrain config, shrunk, runs through `promptdiff fit`;
 a resumed run continues exactly like an uninterrupted one."""
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -20,10 +21,10 @@ FAMILIES = ["cheetah_dir", "cheetah_vel", "ant_dir", "ant_dir_ood", "ml1_reach",
 
 
 def tiny_data(family: str, root: Path) -> list[int]:
-    """Collect 2 episodes (and a 2-episode pool) for two training tasks and one test task."""
+    """Collect 2 episodes (and a 2-episode pool) for two training tasks and every test task."""
     fam = get_family(family)
     train = list(fam.train_tasks[:2])
-    tasks = sorted(set(train) | {fam.test_tasks[0]})
+    tasks = sorted(set(train) | set(fam.test_tasks))
     data_family = fam.dataset_family
     cfg = default_collect_config(data_family, root=str(root), tasks=tasks, episodes_per_task=2, prompt_episodes=2,
                                  card=False, workers=1)
@@ -35,10 +36,15 @@ def tiny_data(family: str, root: Path) -> list[int]:
 
 
 def shrink_args(tmp_path: Path, train_tasks: list[int], steps: int = 3) -> list[str]:
+    callbacks = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": str(tmp_path / "ckpt"), "every_n_train_steps": 2, "save_last": True}},
+        {"class_path": "promptdiff.callbacks.RolloutCallback",
+         "init_args": {"every_n_val_epochs": 1, "episodes": 1, "card_root": str(tmp_path / "data")}},
+    ]
     return ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
             "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-            "--trainer.callbacks.init_args.dirpath", str(tmp_path / "ckpt"),
-            "--trainer.callbacks.init_args.every_n_train_steps", "2", "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks", json.dumps(callbacks), "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
             "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.batch_size_per_task", "2",
             "--data.init_args.val_batches", "1", "--data.init_args.train_tasks", str(train_tasks),
             "--model.init_args.width", "32", "--model.init_args.mlp_width", "64", "--model.init_args.layers", "1",
@@ -53,6 +59,9 @@ def test_shrunk_pretrain_config_fits_logs_and_checkpoints(family, tmp_path):
     assert main(["fit", "--config", str(config), *shrink_args(tmp_path, train)]) == 0
     events = list((tmp_path / "runs").rglob("events.out.tfevents.*"))
     assert events, "TensorBoard logged nothing"
+    tags = _scalar_tags(events[0])
+    assert {"train/action_mse", "val/action_mse", "rollout/return_mean"} <= tags
+    assert {f"rollout/return_task{t}" for t in get_family(family).test_tasks} <= tags
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     policy = PromptDTPretrain.load_policy(str(ckpt))  # rebuilt from the checkpoint alone
     fam = get_family(family)
@@ -62,6 +71,27 @@ def test_shrunk_pretrain_config_fits_logs_and_checkpoints(family, tmp_path):
     torch.testing.assert_close(policy.state_mean, mean)
     torch.testing.assert_close(policy.state_std, std)
     assert not torch.allclose(policy.state_std, torch.ones_like(policy.state_std))
+
+
+def _scalar_tags(event_file: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_file))
+    acc.Reload()
+    return set(acc.Tags()["scalars"])
+
+
+def test_promptdiff_test_writes_rollout_summary(tmp_path):
+    train = tiny_data("point_robot", tmp_path / "data")
+    config = str(ROOT / "conf" / "pretrain" / "point_robot.yaml")
+    assert main(["fit", "--config", config, *shrink_args(tmp_path, train)]) == 0
+    args = shrink_args(tmp_path / "t", train)
+    assert main(["test", "--config", config, *args, "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")]) == 0
+    summary = json.loads(next((tmp_path / "t" / "runs").rglob("rollout_test.json")).read_text())
+    fam = get_family("point_robot")
+    assert sorted(map(int, summary["tasks"])) == list(fam.test_tasks)
+    assert all(-fam.horizon * 3 < v["return_mean"] < 0 for v in summary["tasks"].values())
+    assert 0.0 <= summary["success_mean"] <= 1.0
 
 
 class LossRecorder(L.Callback):

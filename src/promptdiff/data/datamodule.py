@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from promptdiff.data.segments import SegmentSampler, load_family_data, state_statistics
+from promptdiff.models import Prompt
 from promptdiff.envs import get_family
 
 
@@ -80,7 +81,7 @@ class PromptDTDataModule(L.LightningDataModule):
         if self.sampler is not None:
             return
         hp = self.hparams
-        narrowed = self.train_tasks if hp.train_tasks is not None else None
+        narrowed = sorted(set(self.train_tasks) | set(self.family.test_tasks)) if hp.train_tasks is not None else None
         train, prompt = load_family_data(self.family, hp.root, hp.quality, tasks=narrowed)
         self.state_mean, self.state_std = state_statistics({t: train[t] for t in self.train_tasks})
         self.sampler = SegmentSampler(train, prompt, self.state_mean, self.state_std, self.family.rtg_scale,
@@ -102,6 +103,15 @@ class PromptDTDataModule(L.LightningDataModule):
         stream = _BatchStream(self.sampler, self.train_tasks, self.hparams.batch_size_per_task,
                               self.hparams.seed + 1_000_003, self._rank, lambda: 0, repeat=self.hparams.val_batches)  # fmt: skip
         return _loader(stream)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def expert_prompts(self, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
+        """One prompt (P = 1) per task: the tail of a random trajectory of its expert prompt pool."""
+        self.setup()
+        rng = np.random.default_rng([seed, 7])
+        return {t: self.sampler.sample(t, 1, rng)[0] for t in tasks}
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return {"prompt": batch["prompt"].to(device),

@@ -70,6 +70,9 @@ class PromptDTPretrain(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.log("val/action_mse", self.model_step(batch), prog_bar=True, sync_dist=True)
 
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("test/action_mse", self.model_step(batch), sync_dist=True)
+
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
@@ -78,6 +81,13 @@ class PromptDTPretrain(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- using the result ----------------------------------------------------------------------
+    def rollout_policy(self):
+        """The policy as the batched evaluator drives it (puts the model in eval mode)."""
+        from promptdiff.rollout import DTPolicy
+
+        return DTPolicy(self.model, self.state_mean.cpu().numpy(), self.state_std.cpu().numpy(),
+                        self.family.rtg_scale, device=self.device)  # fmt: skip
+
     @classmethod
     def load_policy(cls, checkpoint_path: str, map_location="cpu") -> "PromptDTPretrain":
         """The pre-trained module from a checkpoint alone (no config), in eval mode."""

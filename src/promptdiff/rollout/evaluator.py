@@ -81,9 +81,12 @@ def _vector_env(fam: TaskFamily, tasks: list[int], vectorization: str) -> gym.ve
 
 def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], prompts: dict[int, Prompt],
              episodes: int, seed: int = 0, target_return: float | None = None,
-             card_root: str | Path = "datasets", vectorization: str = "sync") -> dict:  # fmt: skip
+             card_root: str | Path = "datasets", vectorization: str = "sync",
+             episode_ids: list[int] | None = None) -> dict:  # fmt: skip
     """Roll out `policy` for `episodes` episodes of each task, all environments stepped together.
 
+    episode_ids: run these episode indices (and seeds) of each task instead of 0 .. episodes-1;
+    distributed evaluation gives each rank its own share.
     prompts: task -> Prompt with P = 1 (env of task k is prompted with prompts[k]).
     target_return: the return-to-go each episode starts from (default: family.target_return).
     vectorization: "sync" (one process) or "async" (one worker process per environment).
@@ -92,7 +95,8 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
     fam = _family(family)
     tasks = _check_args(fam, tasks, prompts, episodes)
     target = fam.target_return if target_return is None else float(target_return)
-    pairs = [(t, e) for t in tasks for e in range(episodes)]
+    ids = list(range(episodes)) if episode_ids is None else [int(e) for e in episode_ids]
+    pairs = [(t, e) for t in tasks for e in ids]
     n = len(pairs)
 
     envs = _vector_env(fam, [t for t, _ in pairs], vectorization)
@@ -116,7 +120,7 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
             active &= ~(terminated | truncated)
     finally:
         envs.close()
-    return _summarise(fam, tasks, episodes, returns, lengths, success, calls, card_root,
+    return _summarise(fam, tasks, len(ids), returns, lengths, success, calls, card_root,
                       time.perf_counter() - start)  # fmt: skip
 
 
