@@ -109,8 +109,9 @@ class PromptDT(nn.Module):
             tokens = torch.cat([p_tokens, tokens], dim=1)
             token_mask = torch.cat([prompt.mask.to(token_mask.dtype).repeat_interleave(3, dim=1), token_mask], dim=1)
         x = self.embed_drop(tokens)
+        bias = self._attention_bias(token_mask, x.dtype)
         for block in self.blocks:
-            x = block(x, self._attention_bias(token_mask, x.dtype))
+            x = block(x, bias)
         x = self.final_ln(x)
         state_tokens = x[:, -3 * K :][:, 1::3]
         return self.action_head(state_tokens)
