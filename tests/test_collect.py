@@ -156,7 +156,7 @@ def test_cli_reports_bad_file_in_one_line(tmp_path, capsys):
 def test_console_script_help():
     exe = Path(sys.executable).with_name("promptdiff")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "promptdiff.cli.main"]
-    for extra in ([], ["collect"], ["data", "import-prompt-dt"], ["expert", "train"]):
+    for extra in ([], ["collect"], ["data", "import-prompt-dt"], ["expert", "train"], ["fit"], ["test"]):
         out = subprocess.run(cmd + extra + ["--help"], capture_output=True, text=True, env={**os.environ})
         assert out.returncode == 0, out.stderr
         assert "usage: promptdiff" in out.stdout

@@ -18,7 +18,8 @@ class PromptDiffCLI(LightningCLI):
             parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}", apply_on="parse")
 
 
-def run_lightning(argv: list[str]) -> int:
+def run_lightning(argv: list[str] | None) -> int:
+    """Run LightningCLI on `argv` (None: the process's own command line)."""
     PromptDiffCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,

@@ -88,13 +88,14 @@ def _strip(ns) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     from promptdiff.cli.lightning_cli import LIGHTNING_COMMANDS
 
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from promptdiff.cli.lightning_cli import run_lightning
 
-        return run_lightning(argv)
+        return run_lightning(None if from_command_line else argv)
     parser = build_parser()
     cfg = parser.parse_args(argv)
     from promptdiff.data.hdf5_format import DatasetError
