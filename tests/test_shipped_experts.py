@@ -45,3 +45,17 @@ def test_dataset_card_is_consistent(family):
     for task, row in card["tasks"].items():
         assert row["split"] == fam.split_of(int(task))
         assert row["expert_return"] > row["random_return"], f"task {task}: expert not better than random"
+
+
+def test_shipped_point_robot_plm_reads_its_prompt(tmp_path):
+    """The shipped point_robot PLM scores high with the task's expert prompt, low with another's."""
+    from promptdiff.data.datamodule import PromptDTDataModule
+    from promptdiff.methods import PromptDTPretrain
+    from promptdiff.rollout.plm_report import prompt_report
+
+    plm = PromptDTPretrain.load_policy(str(ROOT / "datasets" / "point_robot" / "plm.ckpt"))
+    dm = PromptDTDataModule("point_robot", root=str(tmp_path))  # regenerates the data (seconds)
+    report = prompt_report(plm.rollout_policy(), plm.family, dm.expert_prompts, seeds=(0,), episodes=2,
+                           card_root=str(ROOT / "datasets"))
+    assert report["expert_prompt_score"] >= 0.8
+    assert report["other_task_prompt_score"] < report["expert_prompt_score"] - 0.5

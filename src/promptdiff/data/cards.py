@@ -134,8 +134,20 @@ def write_card(cfg, wall_time: float | None = None) -> Path:
         card["summary"]["prompt_success_mean"] = float(np.mean([v["prompt_success"] for v in tasks]))
     card_path.parent.mkdir(parents=True, exist_ok=True)
     card_path.write_text(json.dumps(card, indent=1) + "\n")
-    (root / fam.name / "README.md").write_text(render_card(card))
+    (root / fam.name / "README.md").write_text(render_card(card, _plm_record(root / fam.name)))
     return card_path
+
+
+def rerender_card(family: str, root: str | Path = "datasets") -> Path:
+    """Rewrite README.md from card.json (and plm.json, the shipped PLM's scores, if present)."""
+    folder = Path(root) / family
+    (folder / "README.md").write_text(render_card(json.loads((folder / "card.json").read_text()), _plm_record(folder)))
+    return folder / "README.md"
+
+
+def _plm_record(folder: Path) -> dict | None:
+    path = folder / "plm.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _expert_training(folder: Path) -> dict | None:
@@ -160,7 +172,7 @@ def normalised_score(family: str, task: int, episode_return: float, root: str | 
     return (episode_return - t["random_return"]) / (t["expert_return"] - t["random_return"])
 
 
-def render_card(card: dict) -> str:
+def render_card(card: dict, plm: dict | None = None) -> str:
     s = card["summary"]
     lines = [
         f"# Dataset card: {card['family']}",
@@ -212,4 +224,18 @@ def render_card(card: dict) -> str:
         if has_succ:
             row.append(f"{v['expert_success']:.2f} / {v['prompt_success']:.2f}")
         lines.append("| " + " | ".join(row) + " |")
+    if plm:
+        tr = plm["training"]
+        lines += [
+            "",
+            "## Pre-trained policy (PLM)",
+            "",
+            f"`{plm['checkpoint']}`: Prompt-DT pre-trained on the training tasks, {tr['steps']} steps,"
+            f" {tr['wall_time_min']} min on {tr['machine']}. Command: `{tr['command']}`. {tr.get('note', '')}",
+            "",
+            f"On the test tasks, {plm['episodes_per_task']} episodes per task and prompt seeds"
+            f" {plm['prompt_seeds']}: mean normalised score {plm['expert_prompt_score']:.3f} prompted with an"
+            f" expert prompt of the task itself, {plm['other_task_prompt_score']:.3f} prompted with the"
+            " prompt of another task (the task half-way around the task list).",
+        ]
     return "\n".join(lines) + "\n"
