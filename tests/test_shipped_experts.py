@@ -47,14 +47,18 @@ def test_dataset_card_is_consistent(family):
         assert row["expert_return"] > row["random_return"], f"task {task}: expert not better than random"
 
 
-def test_shipped_point_robot_plm_reads_its_prompt(tmp_path):
-    """The shipped point_robot PLM scores high with the task's expert prompt, low with another's."""
+PLM_FAMILIES = ["point_robot", "cheetah_dir"]  # families whose PLM is shipped so far
+
+
+@pytest.mark.parametrize("family", PLM_FAMILIES)
+def test_shipped_plm_reads_its_prompt(family, tmp_path):
+    """A shipped PLM scores high with the task's own expert prompt, clearly lower with another's."""
     from promptdiff.data.datamodule import PromptDTDataModule
     from promptdiff.methods import PromptDTPretrain
     from promptdiff.rollout.plm_report import prompt_report
 
-    plm = PromptDTPretrain.load_policy(str(ROOT / "datasets" / "point_robot" / "plm.ckpt"))
-    dm = PromptDTDataModule("point_robot", root=str(tmp_path))  # regenerates the data (seconds)
+    plm = PromptDTPretrain.load_policy(str(ROOT / "datasets" / family / "plm.ckpt"))
+    dm = PromptDTDataModule(family, root=str(tmp_path))  # regenerates the data from the shipped expert
     report = prompt_report(plm.rollout_policy(), plm.family, dm.expert_prompts, seeds=(0,), episodes=2,
                            card_root=str(ROOT / "datasets"))
     assert report["expert_prompt_score"] >= 0.8
