@@ -1,8 +1,8 @@
 """How well a pre-trained policy uses its prompt: expert prompt of the task vs another task's.
 
 `prompt_report` evaluates the policy on every test task with an expert prompt from that task's
-prompt pool, and again with the prompt of a different task (the task half-way around the
-family's task list), over several prompt seeds. A policy that reads its prompt scores high
+prompt pool, and again with the prompt of a different task (by default the task half-way around
+the family's task list), over several prompt seeds. A policy that reads its prompt scores high
 with the first and clearly lower with the second.
 """
 
@@ -15,10 +15,16 @@ from promptdiff.rollout.evaluator import evaluate
 
 
 def prompt_report(policy: DTPolicy, family, expert_prompts, seeds=(0, 1, 2), episodes: int = 20,
-                  card_root: str = "datasets") -> dict:  # fmt: skip
-    """expert_prompts(tasks, seed) -> {task: Prompt}; returns scores per seed and their means."""
+                  card_root: str = "datasets", other_of: dict[int, int] | None = None) -> dict:  # fmt: skip
+    """expert_prompts(tasks, seed) -> {task: Prompt}; returns scores per seed and their means.
+
+    other_of: test task -> the task whose prompt is the "wrong" one (default: half-way around the
+    task list; families whose data hold only some tasks pass another mapping).
+    """
     tasks = list(family.test_tasks)
-    others = [(t + family.num_tasks // 2) % family.num_tasks for t in tasks]
+    if other_of is None:
+        other_of = {t: (t + family.num_tasks // 2) % family.num_tasks for t in tasks}
+    others = [other_of[t] for t in tasks]
     runs = []
     for seed in seeds:
         own = evaluate(policy, family, tasks, expert_prompts(tasks, seed), episodes, seed=seed, card_root=card_root)
