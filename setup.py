@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "h5py==3.16.0",
     "numpy==2.4.6",
     "tqdm==4.70.1",
+    "matplotlib==3.11.2",
 ]
 
 EXTRAS_REQUIRE = {"test": ["pytest==9.2.0"]}

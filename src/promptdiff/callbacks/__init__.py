@@ -1,5 +1,6 @@
-"""Lightning callbacks: scheduled rollouts of the policy and logging to TensorBoard."""
+"""Lightning callbacks: scheduled rollouts of the policy, figures, logging to TensorBoard."""
 
+from promptdiff.callbacks.figures import DenoisingChainCallback
 from promptdiff.callbacks.rollout import RolloutCallback
 
-__all__ = ["RolloutCallback"]
+__all__ = ["DenoisingChainCallback", "RolloutCallback"]

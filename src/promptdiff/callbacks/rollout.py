@@ -1,10 +1,21 @@
 """Roll the policy out on the family's test tasks during training and in `promptdiff test`.
 
 Every `every_n_val_epochs` validation epochs (never during the sanity check) the callback asks
-the LightningModule for a `DTPolicy` (`rollout_policy()`) and the DataModule for one expert
-prompt per test task (`expert_prompts(tasks, seed)`), runs the batched evaluator and logs
+the LightningModule for a `DTPolicy` (`rollout_policy()`) and for the prompts to compare, runs
+the batched evaluator and logs the results.
 
-    rollout/return_task<k>, rollout/return_mean, rollout/score_mean (normalised), rollout/success_mean
+* A module with `rollout_prompt_sets(datamodule, tasks, seed)` (prompt-tuning methods) returns
+  named prompt sets, e.g. {"generated": ..., "expert": ...}; each set is evaluated with the same
+  episodes and logged side by side as
+
+      rollout/return_task<k>/<set>, rollout/return_mean/<set>, rollout/score_mean/<set>, rollout/success_mean/<set>
+
+* Otherwise (pre-training) the DataModule's `expert_prompts(tasks, seed)` are evaluated and logged as
+
+      rollout/return_task<k>, rollout/return_mean, rollout/score_mean (normalised), rollout/success_mean
+
+With `final_table` the callback also evaluates once at the end of `fit`, prints per test task
+the return of every prompt set side by side, and writes `<log_dir>/rollout_final.json`.
 
 Under DDP the episodes are split across ranks (rank r plays episodes r, r + world, ...) and the
 per-task sums are reduced, so every rank logs the same numbers and a ModelCheckpoint can
@@ -26,7 +37,7 @@ from promptdiff.rollout import evaluate
 
 class RolloutCallback(L.Callback):
     def __init__(self, every_n_val_epochs: int = 1, episodes: int = 20, seed: int = 0, prompt_seed: int = 0,
-                 card_root: str = "datasets", vectorization: str = "sync"):  # fmt: skip
+                 card_root: str = "datasets", vectorization: str = "sync", final_table: bool = False):  # fmt: skip
         """
         Args:
             every_n_val_epochs: evaluate after every n-th validation epoch.
@@ -35,10 +46,12 @@ class RolloutCallback(L.Callback):
             prompt_seed: which expert prompt of each test task's pool is used.
             card_root: dataset root whose cards define the normalised score.
             vectorization: "sync" or "async" gymnasium vector env.
+            final_table: evaluate once more when fit ends, print a per-task table of every prompt set and
+                write it to <log_dir>/rollout_final.json.
         """
         super().__init__()
         self.every, self.episodes, self.seed, self.prompt_seed = every_n_val_epochs, episodes, seed, prompt_seed
-        self.card_root, self.vectorization = card_root, vectorization
+        self.card_root, self.vectorization, self.final_table = card_root, vectorization, final_table
         self._val_epochs = 0
         self.last: dict | None = None
 
@@ -56,14 +69,54 @@ class RolloutCallback(L.Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=1) + "\n")
 
-    def _run(self, trainer: L.Trainer, module: L.LightningModule, prefix: str) -> dict:
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not self.final_table:
+            return
+        summary = self._run(trainer, module, prefix=None)
+        if trainer.is_global_zero:
+            print(format_table(summary))
+            if trainer.log_dir:
+                path = Path(trainer.log_dir) / "rollout_final.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(summary, indent=1) + "\n")
+
+    def _prompt_sets(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int]) -> dict[str, dict] | None:
+        if hasattr(module, "rollout_prompt_sets"):
+            return module.rollout_prompt_sets(trainer.datamodule, tasks, self.prompt_seed)
+        return None
+
+    def _run(self, trainer: L.Trainer, module: L.LightningModule, prefix: str | None) -> dict:
+        """Evaluate every prompt set; log under `prefix` (None: no logging); return the summary."""
         family = module.family
         tasks = list(family.test_tasks)
-        prompts = trainer.datamodule.expert_prompts(tasks, self.prompt_seed)
+        was_training = module.training
+        sets = self._prompt_sets(trainer, module, tasks)
+        single = sets is None
+        if single:
+            sets = {"expert": trainer.datamodule.expert_prompts(tasks, self.prompt_seed)}
+        summary = {"family": family.name, "episodes": self.episodes, "seed": self.seed,
+                   "prompt_seed": self.prompt_seed, "sets": {}}  # fmt: skip
+        for name, prompts in sets.items():
+            result = self._evaluate(trainer, module, tasks, prompts)
+            summary["sets"][name] = result
+            if prefix is not None:
+                suffix = "" if single else f"/{name}"
+                for t in tasks:
+                    module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"])
+                for key in ("return_mean", "score_mean", "success_mean"):
+                    if key in result:
+                        module.log(f"{prefix}/{key}{suffix}", result[key])
+        module.train(was_training)
+        if single:  # pre-training: the expert set is the whole summary, as before
+            summary.update(summary.pop("sets")["expert"])
+        self.last = summary
+        return summary
+
+    def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int], prompts: dict) -> dict:
+        family = module.family
         world, rank = trainer.world_size, trainer.global_rank
         mine = list(range(rank, self.episodes, world))
         sums = torch.zeros(len(tasks), 3, dtype=torch.float64)  # return sum, episodes, successes
-        was_training = module.training
         if mine:
             result = evaluate(module.rollout_policy(), family, tasks, prompts, len(mine), seed=self.seed,
                               card_root=self.card_root, vectorization=self.vectorization, episode_ids=mine)  # fmt: skip
@@ -72,27 +125,38 @@ class RolloutCallback(L.Callback):
                 sums[j, 0] = float(np.sum(entry["returns"]))
                 sums[j, 1] = len(entry["returns"])
                 sums[j, 2] = entry.get("success_rate", 0.0) * len(entry["returns"])
-        module.train(was_training)
         sums = trainer.strategy.reduce(sums.to(module.device), reduce_op="sum").cpu()
         means = (sums[:, 0] / sums[:, 1]).tolist()
-        summary = {"family": family.name, "episodes": self.episodes, "seed": self.seed,
-                   "prompt_seed": self.prompt_seed, "tasks": {}}  # fmt: skip
         scores = _scores(family.name, tasks, means, self.card_root)
+        out = {"tasks": {}}
         for j, t in enumerate(tasks):
-            summary["tasks"][t] = {"return_mean": means[j], "normalised_score": scores[j]}
-            module.log(f"{prefix}/return_task{t}", means[j])
+            out["tasks"][t] = {"return_mean": means[j], "normalised_score": scores[j]}
             if family.has_success:
-                summary["tasks"][t]["success_rate"] = float(sums[j, 2] / sums[j, 1])
-        summary["return_mean"] = float(np.mean(means))
-        module.log(f"{prefix}/return_mean", summary["return_mean"])
+                out["tasks"][t]["success_rate"] = float(sums[j, 2] / sums[j, 1])
+        out["return_mean"] = float(np.mean(means))
         if all(s is not None for s in scores):
-            summary["score_mean"] = float(np.mean(scores))
-            module.log(f"{prefix}/score_mean", summary["score_mean"])
+            out["score_mean"] = float(np.mean(scores))
         if family.has_success:
-            summary["success_mean"] = float(sums[:, 2].sum() / sums[:, 1].sum())
-            module.log(f"{prefix}/success_mean", summary["success_mean"])
-        self.last = summary
-        return summary
+            out["success_mean"] = float(sums[:, 2].sum() / sums[:, 1].sum())
+        return out
+
+
+def format_table(summary: dict) -> str:
+    """Per test task, the mean return of every prompt set side by side (plain text)."""
+    sets = summary.get("sets") or {"expert": summary}
+    names = list(sets)
+    tasks = list(next(iter(sets.values()))["tasks"])
+    head = f"{summary['family']}: mean return over {summary['episodes']} episodes per test task (seed {summary['seed']})"
+    rows = [["task", *[f"{n} prompt" for n in names]]]
+    for t in tasks:
+        rows.append([str(t), *[f"{sets[n]['tasks'][t]['return_mean']:.1f}" for n in names]])
+    rows.append(["mean", *[f"{sets[n]['return_mean']:.1f}" for n in names]])
+    if all("score_mean" in sets[n] for n in names):
+        rows.append(["score", *[f"{sets[n]['score_mean']:.3f}" for n in names]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [head] + ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(2, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def _scores(family: str, tasks: list[int], means: list[float], root: str) -> list[float | None]:

@@ -1,5 +1,6 @@
 """LightningModules: pre-training of the PLM and, on top of it, every prompt-tuning method."""
 
 from promptdiff.methods.pretrain import PromptDTPretrain
+from promptdiff.methods.prompt_diffuser import PromptDiffuser
 
-__all__ = ["PromptDTPretrain"]
+__all__ = ["PromptDTPretrain", "PromptDiffuser"]

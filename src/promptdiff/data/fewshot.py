@@ -1,0 +1,204 @@
+"""Few-shot data for prompt tuning: prompt windows for the diffuser, K-step segments for the PLM.
+
+On a test task a prompt-tuning method sees only the task's few-shot data: its prompt pool (5
+expert trajectories per task). `FewShotDataModule` serves, for every task of its split, in
+every batch:
+
+* `batch_size` random WINDOWS of `prompt_length` consecutive steps, from every position of the
+  few-shot trajectories (not only their tails). A window is what the diffuser learns to
+  generate (x0 = states, actions, rewards) and its condition (y = returns-to-go, timesteps);
+* `batch_size` K-step SEGMENTS of the same few-shot trajectories (uniform random starts, left
+  padded), on which the frozen PLM's action loss is measured;
+* the randomness of the diffusion loss, drawn with the batch so that a batch fully determines
+  its update: `t_uniform` in [0, 1) (the module maps it to a diffusion step), `noise`
+  ~ N(0, I) shaped like x0, and `drop_uniform` in [0, 1) (classifier-free condition dropout).
+
+Every field has a leading task axis: shape (T, B, ...), T = len(tasks). Batch i on rank r is
+drawn from the generator (seed, r, i), as in pre-training.
+
+States are served RAW (unnormalised): the method normalises them with its frozen PLM's
+statistics, so this module knows nothing of any checkpoint. Returns-to-go and rewards are
+divided by the family's rtg_scale; timesteps are clipped to the horizon - 1.
+
+Stage-1 diffuser pre-training uses the same module on the TRAINING tasks (`split: train`),
+with their full training data (`source: train`) instead of the prompt pool.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from promptdiff.data.segments import SegmentSampler, TaskData, load_family_data
+from promptdiff.envs import get_family
+from promptdiff.models import Prompt
+
+
+class WindowSampler:
+    """Vectorised sampler of length-L windows lying fully inside trajectories.
+
+    Args:
+        data: task -> TaskData; trajectories shorter than L contribute no window.
+        prompt_length: L.
+        rtg_scale: rewards and returns-to-go are divided by it.
+        max_timestep: timesteps are clipped to max_timestep - 1.
+    """
+
+    def __init__(self, data: dict[int, TaskData], prompt_length: int, rtg_scale: float, max_timestep: int):
+        self.tasks = list(data)
+        self.L = int(prompt_length)
+        parts = [data[t] for t in self.tasks]
+        base = np.concatenate([[0], np.cumsum([d.num_steps for d in parts])[:-1]]).astype(np.int64)
+        starts, counts = [], []
+        for task, d, b in zip(self.tasks, parts, base):
+            s = [b + o + np.arange(n - self.L + 1) for o, n in zip(d.offsets, d.lengths) if n >= self.L]
+            if not s:
+                raise ValueError(f"task {task}: no trajectory has {self.L} steps, so it has no prompt window")
+            starts.append(np.concatenate(s))
+            counts.append(len(starts[-1]))
+        self.starts = np.concatenate(starts).astype(np.int64)
+        self.counts = np.asarray(counts, np.int64)
+        self.first = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        scale = float(rtg_scale)
+        self.states = np.concatenate([d.states for d in parts]).astype(np.float32)
+        self.actions = np.concatenate([d.actions for d in parts]).astype(np.float32)
+        self.rewards = (np.concatenate([d.rewards for d in parts]).astype(np.float64) / scale).astype(np.float32)
+        self.rtg = (np.concatenate([d.returns_to_go for d in parts]).astype(np.float64) / scale).astype(np.float32)
+        self.timesteps = np.minimum(np.concatenate([d.timesteps for d in parts]), max_timestep - 1).astype(np.int64)
+        self._ar = np.arange(self.L, dtype=np.int64)
+
+    def num_windows(self, task: int) -> int:
+        return int(self.counts[self.tasks.index(task)])
+
+    def sample(self, tasks: list[int], B: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """B windows per task: states (T, B, L, obs_dim), actions (T, B, L, act_dim), rewards,
+        returns_to_go (T, B, L) float32, timesteps (T, B, L) int64."""
+        rows = np.array([self.tasks.index(t) for t in tasks], dtype=np.int64)
+        pick = self.first[rows][:, None] + rng.integers(0, self.counts[rows][:, None], size=(len(rows), B))
+        idx = self.starts[pick][..., None] + self._ar  # (T, B, L)
+        return {"states": torch.from_numpy(self.states[idx]), "actions": torch.from_numpy(self.actions[idx]),
+                "rewards": torch.from_numpy(self.rewards[idx]), "returns_to_go": torch.from_numpy(self.rtg[idx]),
+                "timesteps": torch.from_numpy(self.timesteps[idx])}  # fmt: skip
+
+
+class _FewShotStream(IterableDataset):
+    def __init__(self, dm: "FewShotDataModule", seed: int, start, repeat: int | None = None):
+        self.dm, self.seed, self.start, self.repeat = dm, seed, start, repeat
+
+    def __iter__(self):
+        i = 0 if self.repeat else self.start()
+        while self.repeat is None or i < self.repeat:
+            yield self.dm.draw(np.random.default_rng([self.seed, self.dm._rank(), i]))
+            i += 1
+
+
+class FewShotDataModule(L.LightningDataModule):
+    def __init__(self, family: str, root: str = "datasets", quality: str = "expert", split: str = "test",
+                 source: str = "prompt", tasks: list[int] | None = None, batch_size: int = 32,
+                 context_length: int = 20, prompt_length: int = 5, seed: int = 0, val_batches: int = 2):  # fmt: skip
+        """
+        Args:
+            family: task family.
+            root: dataset root; missing files are generated from the shipped experts.
+            quality: quality of the few-shot data (expert, medium, random; cheetah_vel has all three).
+            split: "test" (prompt tuning on the unseen tasks) or "train" (stage-1 diffuser pre-training).
+            source: "prompt" (the tasks' prompt pools, the few-shot data) or "train" (their full training
+                data; only for split "train": test tasks' training data is off limits).
+            tasks: narrow the split to these tasks (default: all of it).
+            batch_size: windows and segments per task in every batch.
+            context_length: K, the steps of each PLM segment.
+            prompt_length: L, the steps of each prompt window.
+            seed: base seed of the batch stream.
+            val_batches: fixed validation batches (the same every time).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.family = get_family(family)
+        if split not in ("test", "train"):
+            raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+        if source not in ("prompt", "train"):
+            raise ValueError(f"source must be 'prompt' or 'train', got {source!r}")
+        if split == "test" and source == "train":
+            raise ValueError("source 'train' reads the test tasks' full data: few-shot tuning may only use their "
+                             "prompt pool (source 'prompt')")  # fmt: skip
+        pool = list(self.family.test_tasks if split == "test" else self.family.train_tasks)
+        self.tasks = pool if tasks is None else [int(t) for t in tasks]
+        unknown = sorted(set(self.tasks) - set(pool))
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not {split} tasks of {family} ({pool})")
+        self.windows: WindowSampler | None = None
+        self.segments: SegmentSampler | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.windows is not None:
+            return
+        hp, fam = self.hparams, self.family
+        train, prompt = load_family_data(fam, hp.root, hp.quality, tasks=self.tasks)
+        data = prompt if hp.source == "prompt" else train
+        self.windows = WindowSampler(data, hp.prompt_length, fam.rtg_scale, fam.horizon)
+        zeros, ones = np.zeros(fam.obs_dim), np.ones(fam.obs_dim)  # raw states: the method normalises
+        # segments come from `data`; the sampler's prompts (tails of the prompt pool) give the expert prompts
+        self.segments = SegmentSampler(data, prompt, zeros, ones, fam.rtg_scale, K=hp.context_length,
+                                       prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
+
+    @property
+    def x_dim(self) -> int:
+        """Size of one flattened window x0: L * (obs_dim + act_dim + 1)."""
+        return self.hparams.prompt_length * (self.family.obs_dim + self.family.act_dim + 1)
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def _step(self) -> int:
+        return self.trainer.global_step if self.trainer is not None else 0
+
+    def draw(self, rng: np.random.Generator) -> dict:
+        """One batch (see the module docstring); every tensor has leading dims (T, B)."""
+        self.setup()
+        T, B = len(self.tasks), self.hparams.batch_size
+        win = self.windows.sample(self.tasks, B, rng)
+        _, seg, _ = self.segments.sample_all(self.tasks, B, rng)
+        seg = {k: v.reshape(T, B, *v.shape[1:]) for k, v in seg.items()}
+        return {"window": win, "segment": seg,
+                "t_uniform": torch.from_numpy(rng.random((T, B))),
+                "noise": torch.from_numpy(rng.standard_normal((T, B, self.x_dim), dtype=np.float32)),
+                "drop_uniform": torch.from_numpy(rng.random((T, B))),
+                "task_ids": torch.tensor(self.tasks, dtype=torch.int64)}  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(_FewShotStream(self, self.hparams.seed, self._step))
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(_FewShotStream(self, self.hparams.seed + 1_000_003, lambda: 0, repeat=self.hparams.val_batches))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return _to(batch, device)
+
+    def tail_prompts(self, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
+        """One RAW prompt (P = 1, states unnormalised) per task: the tail of a random trajectory of
+        its few-shot pool, drawn exactly as the pre-training module's `expert_prompts`."""
+        self.setup()
+        rng = np.random.default_rng([seed, 7])
+        return {t: self.segments.sample(t, 1, rng)[0] for t in tasks}
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _whole(batch):
+    return batch  # batches are built whole by `draw`
+
+
+def _loader(stream: IterableDataset) -> DataLoader:
+    # an own generator: creating the iterator must not draw from torch's global RNG
+    return DataLoader(stream, batch_size=None, collate_fn=_whole, generator=torch.Generator())

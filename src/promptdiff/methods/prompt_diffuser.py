@@ -1,0 +1,357 @@
+"""Prompt Diffuser: a conditional diffusion model generates the frozen PLM's trajectory prompt.
+
+The module holds the frozen PLM (eval mode, no gradients into it) and the trainable diffuser(s):
+one diffuser per test task (`split: test`, few-shot tuning), or one shared by all training
+tasks (`split: train`, stage-1 pre-training whose weights can initialise the few-shot stage).
+
+Every training step, for each task's batch (see `promptdiff.data.fewshot`):
+
+    x0 = window (states normalised with the PLM's statistics, actions, rewards / rtg_scale)
+    y  = (returns-to-go / rtg_scale, timesteps) of the window
+    L_DM = || model output - target ||^2 at a random diffusion step (the batch carries the
+           step, the noise and the condition-dropout draw)
+    L_P  = the frozen PLM's action MSE on K-step few-shot segments, prompted with the
+           reconstruction of the diffuser's one-step estimate of x0 (differentiable)
+
+Both gradients are computed separately (`torch.autograd.grad`), averaged over DDP ranks with
+the strategy's `reduce`, combined per diffuser by `promptdiff.optim.combine_gradients`
+(projection by default), clipped per diffuser, and written into `.grad` before the optimiser
+step. A non-finite loss stops the run with the step and the loss named.
+
+After (or during) training, `generate_prompts` samples each task's prompt from noise with DDIM,
+y taken from a few-shot tail segment (the one the expert-prompt baseline uses), optionally the
+best of n candidates by the PLM's action loss on the few-shot data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from promptdiff.envs import get_family
+from promptdiff.models import Prompt, PromptCodec
+from promptdiff.models.denoiser import PromptDenoiser
+from promptdiff.models.diffusion import GaussianDiffusion
+from promptdiff.optim import MODES, combine_gradients
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf; training stops before anything is written."""
+
+
+def load_frozen_plm(path: str | Path, family: str, context_length: int, prompt_length: int):
+    """The pre-trained PLM module from `path`, checked against the family and sequence lengths."""
+    from promptdiff.methods.pretrain import PromptDTPretrain
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PLM checkpoint {path} not found: pre-train one with "
+                                f"`promptdiff fit --config conf/pretrain/{family}.yaml` or point `model.init_args.plm` "
+                                f"at a shipped datasets/<family>/plm.ckpt")  # fmt: skip
+    try:
+        plm = PromptDTPretrain.load_policy(str(path))
+    except Exception as err:  # noqa: BLE001 - any load failure is reported with the file
+        raise ValueError(f"PLM checkpoint {path} could not be loaded: {err}") from err
+    hp = plm.hparams
+    if hp.family != family:
+        raise ValueError(f"PLM checkpoint {path} was pre-trained on family {hp.family!r}, not {family!r}")
+    for name, want in (("context_length", context_length), ("prompt_length", prompt_length)):
+        if hp[name] != want:
+            raise ValueError(f"PLM checkpoint {path} has {name} {hp[name]}, the config asks for {want}")
+    return plm
+
+
+class PromptDiffuser(L.LightningModule):
+    def __init__(self, family: str, plm: str | None = None, split: str = "test", context_length: int = 20,
+                 prompt_length: int = 5, init_diffuser: str | None = None, diffusion_steps: int = 50,
+                 schedule: str = "cosine", prediction: str = "sample", hidden: int = 192, blocks: int = 2,
+                 cond_dim: int = 64, time_dim: int = 64, cond_dropout: float = 0.0, guidance_scale: float = 1.0,
+                 sample_steps: int = 10, clip_sample: float | None = None, combine: str = "projection",
+                 lam: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
+                 best_of_n: int = 1, sample_seed: int = 0):  # fmt: skip
+        """
+        Args:
+            family: task family (linked from the data module).
+            plm: frozen PLM checkpoint (default: the shipped datasets/<family>/plm.ckpt).
+            split: "test" (one diffuser per test task, few-shot tuning) or "train" (one diffuser shared
+                by the training tasks: stage-1 pre-training).
+            context_length, prompt_length: K and L (linked from the data module; must match the PLM).
+            init_diffuser: checkpoint of a stage-1 run whose diffuser initialises every diffuser here
+                (None: from scratch).
+            diffusion_steps: S, steps of the DDPM process.
+            schedule: "cosine" or "linear" noise schedule.
+            prediction: the denoiser predicts x0 ("sample", default) or the noise ("epsilon"). With the cosine
+                schedule an epsilon model's x0 estimate at the noisiest steps multiplies its error by ~1000,
+                which makes both the guidance prompt and DDIM sampling unstable without clip_sample.
+            hidden, blocks, cond_dim, time_dim: denoiser size.
+            cond_dropout: probability of training a row with the null condition (classifier-free guidance).
+            guidance_scale: classifier-free guidance weight w at sampling (1: plain conditional).
+            sample_steps: DDIM steps at generation.
+            clip_sample: clamp x0 estimates to [-c, c] (None: no clamp).
+            combine: how L_DM and L_P gradients combine: dm_only, guidance_only, sum, projection, always.
+            lam: weight of the guidance gradient.
+            lr, weight_decay: AdamW settings; grad_clip: max gradient norm per diffuser.
+            best_of_n: generate n candidate prompts per task and keep the one with the lowest PLM action
+                loss on the few-shot data.
+            sample_seed: seed of prompt generation (noise of the sampler).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if split not in ("test", "train"):
+            raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+        if combine not in MODES:
+            raise ValueError(f"combine must be one of {', '.join(MODES)}, got {combine!r}")
+        if not 0.0 <= cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
+        if best_of_n < 1:
+            raise ValueError(f"best_of_n must be >= 1, got {best_of_n}")
+        fam = self.family = get_family(family)
+        plm_path = plm if plm is not None else str(Path("datasets") / family / "plm.ckpt")
+        plm_module = load_frozen_plm(plm_path, family, context_length, prompt_length)
+        self.plm = plm_module.model.requires_grad_(False).eval()
+        self.register_buffer("state_mean", plm_module.state_mean.clone())
+        self.register_buffer("state_std", plm_module.state_std.clone())
+        self.tasks = list(fam.test_tasks if split == "test" else fam.train_tasks)
+        self.codec = PromptCodec(fam.obs_dim, fam.act_dim, prompt_length)
+        self.diffusion = GaussianDiffusion(diffusion_steps, schedule=schedule, prediction=prediction,
+                                           clip_sample=clip_sample)  # fmt: skip
+        n = len(self.tasks) if split == "test" else 1
+        self.diffusers = nn.ModuleList([self._new_denoiser() for _ in range(n)])
+        if init_diffuser:
+            self._init_from_stage1(init_diffuser)
+
+    # -- construction ----------------------------------------------------------------------------
+    def _new_denoiser(self) -> PromptDenoiser:
+        hp = self.hparams
+        return PromptDenoiser(self.codec.x_dim, prompt_length=hp.prompt_length, max_timestep=self.family.horizon,
+                              hidden=hp.hidden, blocks=hp.blocks, cond_dim=hp.cond_dim, time_dim=hp.time_dim)  # fmt: skip
+
+    def _init_from_stage1(self, path: str) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"init_diffuser checkpoint {path} not found (run the stage-1 config "
+                                    f"conf/diffuser_pretrain/{self.family.name}.yaml first, or set init_diffuser: null)")  # fmt: skip
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        prefix = "diffusers.0."
+        weights = {k[len(prefix):]: v for k, v in ck.get("state_dict", {}).items() if k.startswith(prefix)}
+        if not weights:
+            raise ValueError(f"init_diffuser checkpoint {path} holds no diffuser weights")
+        for d in self.diffusers:
+            try:
+                d.load_state_dict(weights)
+            except RuntimeError as err:
+                raise ValueError(f"init_diffuser checkpoint {path} does not fit this diffuser: {err}") from err
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.plm.eval()  # frozen: dropout stays off whatever Lightning asks
+        return self
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        served = getattr(dm, "tasks", None)
+        if served is None:
+            return
+        served = list(served)
+        shared_ok = self.hparams.split == "train" and set(served) <= set(self.tasks)
+        if served != self.tasks and not shared_ok:
+            raise ValueError(f"the data module serves tasks {served} but the model's split "
+                             f"{self.hparams.split!r} has {self.tasks}: set the same split in model and data")  # fmt: skip
+
+    @property
+    def num_tuned_parameters(self) -> int:
+        return sum(p.numel() for p in self.diffusers.parameters())
+
+    # -- units -------------------------------------------------------------------------------------
+    def normalise_states(self, states: torch.Tensor) -> torch.Tensor:
+        return (states - self.state_mean) / self.state_std
+
+    def _groups(self, batch: dict):
+        """(diffuser, per-group tensors) pairs: one group per task, or all tasks in one (stage 1)."""
+        win, seg = batch["window"], batch["segment"]
+        S = self.diffusion.steps
+        x0 = self.codec.encode(self.normalise_states(win["states"]), win["actions"], win["rewards"])
+        t = (batch["t_uniform"] * S).long().clamp_(0, S - 1)
+        drop = batch["drop_uniform"] < self.hparams.cond_dropout
+        mask = seg["mask"].unsqueeze(-1)
+        seg = dict(seg, states=self.normalise_states(seg["states"]) * mask)  # padding stays 0
+        fields = {"x0": x0, "rtg": win["returns_to_go"], "ts": win["timesteps"], "t": t, "noise": batch["noise"],
+                  "drop": drop, **{f"seg_{k}": v for k, v in seg.items()}}  # fmt: skip
+        if len(self.diffusers) == 1:
+            yield self.diffusers[0], {k: v.flatten(0, 1) for k, v in fields.items()}
+        else:
+            for j, d in enumerate(self.diffusers):
+                yield d, {k: v[j] for k, v in fields.items()}
+
+    # -- losses ------------------------------------------------------------------------------------
+    def plm_action_loss(self, prompt: Prompt, g: dict) -> torch.Tensor:
+        """Per-sample masked action MSE (N,) of the frozen PLM on segments g, prompted by `prompt`."""
+        pred = self.plm(g["seg_states"], g["seg_actions"], g["seg_returns_to_go"], g["seg_timesteps"], g["seg_mask"],
+                        prompt=prompt)  # fmt: skip
+        m = g["seg_mask"].unsqueeze(-1)
+        per = ((pred - g["seg_actions"]) ** 2 * m).sum(dim=(1, 2)) / (m.sum(dim=(1, 2)) * pred.shape[-1]).clamp_min(1)
+        return per
+
+    def losses(self, batch: dict, need_guidance: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per diffuser: L_DM and L_P (scalars), in the order of `self.diffusers`.
+
+        The diffusers run one by one; the frozen PLM runs once on every group's segments together.
+        """
+        groups = list(self._groups(batch))
+        l_dm, x0_hats = [], []
+        for diffuser, g in groups:
+            cond = {"returns_to_go": g["rtg"], "timesteps": g["ts"]}
+            drop = g["drop"] if self.hparams.cond_dropout > 0 else None
+            per_dm, x0_hat = self.diffusion.training_terms(diffuser, g["x0"], cond, g["t"], g["noise"], drop)
+            l_dm.append(per_dm.mean())
+            x0_hats.append(x0_hat)
+        cat = {k: torch.cat([g[k] for _, g in groups]) for k in groups[0][1] if k.startswith("seg_") or k in ("rtg", "ts")}
+        with torch.set_grad_enabled(need_guidance and torch.is_grad_enabled()):
+            prompt = self.codec.to_prompt(torch.cat(x0_hats), cat["rtg"], cat["ts"])
+            per_p = self.plm_action_loss(prompt, cat)
+        l_p = [chunk.mean() for chunk in per_p.split([x.shape[0] for x in x0_hats])]
+        return l_dm, l_p
+
+    # -- training ----------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        hp = self.hparams
+        opt = self.optimizers()
+        mode = hp.combine
+        l_dm, l_p = self.losses(batch, need_guidance=mode != "dm_only")
+        L_dm, L_p = torch.stack(l_dm).sum(), torch.stack(l_p).sum()
+        for name, value in (("L_DM", L_dm), ("L_P", L_p)):
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(f"{name} is {value.item()} at step {self.global_step}: training stopped "
+                                         f"before the next checkpoint (lower model.init_args.lr or check the data)")  # fmt: skip
+        params = [list(d.parameters()) for d in self.diffusers]
+        flat = [p for group in params for p in group]
+        g_dm = torch.autograd.grad(L_dm, flat, retain_graph=mode != "dm_only", allow_unused=True) \
+            if mode != "guidance_only" else [None] * len(flat)  # fmt: skip
+        g_p = torch.autograd.grad(L_p, flat, allow_unused=True) if mode != "dm_only" else [None] * len(flat)
+        g_dm, g_p = self._all_reduce(g_dm, flat), self._all_reduce(g_p, flat)
+        cosines, projected, i = [], [], 0
+        for group in params:
+            n = len(group)
+            g, stats = combine_gradients(g_dm[i:i + n], g_p[i:i + n], mode="sum" if mode == "dm_only" else mode,
+                                         lam=hp.lam)  # fmt: skip
+            if mode == "dm_only":
+                g = g_dm[i:i + n]
+            for p, gi in zip(group, g):
+                p.grad = None if gi is None else gi.detach().clone()
+            torch.nn.utils.clip_grad_norm_(group, hp.grad_clip)
+            cosines.append(stats["cosine"])
+            projected.append(stats["projected"])
+            i += n
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.log("train/L_DM", L_dm / len(l_dm), prog_bar=True)
+        self.log("train/L_P", L_p / len(l_p), prog_bar=True)
+        self.log("train/grad_cosine", float(np.mean(cosines)))
+        self.log("train/projected_fraction", float(np.mean(projected)))
+
+    def _all_reduce(self, grads, params) -> list[torch.Tensor | None]:
+        """Mean over DDP ranks (identity on one process); None entries stay None on every rank."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return list(grads)
+        full = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        flat = torch.cat([g.reshape(-1) for g in full])
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        out, i = [], 0
+        for g, p in zip(grads, params):
+            n = p.numel()
+            out.append(None if g is None else flat[i:i + n].view_as(p))
+            i += n
+        return out
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        l_dm, l_p = self.losses(batch, need_guidance=False)
+        self.log("val/L_DM", torch.stack(l_dm).mean(), sync_dist=True)
+        self.log("val/L_P", torch.stack(l_p).mean(), sync_dist=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        l_dm, l_p = self.losses(batch, need_guidance=False)
+        self.log("test/L_DM", torch.stack(l_dm).mean(), sync_dist=True)
+        self.log("test/L_P", torch.stack(l_p).mean(), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.diffusers.parameters(), lr=self.hparams.lr,
+                                 weight_decay=self.hparams.weight_decay, foreach=True)
+
+    # -- generation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_x0(self, diffuser: PromptDenoiser, rtg: torch.Tensor, ts: torch.Tensor, seed: int,
+                  return_chain: bool = False):  # fmt: skip
+        """DDIM samples x0 (N, x_dim) for conditions rtg, ts (N, L); optionally the whole chain."""
+        hp = self.hparams
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        return self.diffusion.ddim_sample(diffuser, {"returns_to_go": rtg, "timesteps": ts}, (rtg.shape[0], self.codec.x_dim),
+                                          num_steps=hp.sample_steps, guidance_scale=hp.guidance_scale, generator=gen,
+                                          return_chain=return_chain)  # fmt: skip
+
+    def diffuser_for(self, task: int) -> PromptDenoiser:
+        return self.diffusers[self.tasks.index(task)] if len(self.diffusers) > 1 else self.diffusers[0]
+
+    @torch.no_grad()
+    def generate_prompts(self, datamodule, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
+        """One generated prompt (P = 1, PLM units) per task; y from the few-shot tail of prompt seed `seed`."""
+        tails = datamodule.tail_prompts(tasks, seed)
+        n = self.hparams.best_of_n
+        out = {}
+        was_training = self.training
+        self.eval()
+        for k, task in enumerate(tasks):
+            tail = tails[task].to(self.device)
+            rtg = tail.returns_to_go[..., 0].expand(n, -1)
+            ts = tail.timesteps.expand(n, -1)
+            x0 = self.sample_x0(self.diffuser_for(task), rtg, ts, seed=self.hparams.sample_seed * 100_003 + seed * 1009 + k)
+            prompts = self.codec.to_prompt(x0, rtg, ts)
+            best = 0
+            if n > 1:
+                batch = datamodule.draw(np.random.default_rng([self.hparams.sample_seed, seed, task]))
+                j = datamodule.tasks.index(task)
+                seg = {f"seg_{key}": v[j].to(self.device) for key, v in batch["segment"].items()}
+                seg["seg_states"] = self.normalise_states(seg["seg_states"]) * seg["seg_mask"].unsqueeze(-1)
+                B = seg["seg_mask"].shape[0]
+                losses = [self.plm_action_loss(prompts.index([i]).expand(B), seg).mean() for i in range(n)]
+                best = int(torch.stack(losses).argmin())
+            out[task] = prompts.index([best])
+        self.train(was_training)
+        return out
+
+    def expert_prompts(self, datamodule, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
+        """The plain few-shot tail prompts (the Prompt-DT baseline), normalised with the PLM's statistics."""
+        out = {}
+        for t, p in datamodule.tail_prompts(tasks, seed).items():
+            p = p.to(self.device)
+            out[t] = Prompt(self.normalise_states(p.states) * p.mask.unsqueeze(-1), p.actions, p.returns_to_go,
+                            p.timesteps, p.mask)  # fmt: skip
+        return out
+
+    def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict[int, Prompt]]:
+        """The prompt sets the rollout callback compares: generated and the expert baseline."""
+        return {"generated": self.generate_prompts(datamodule, tasks, seed),
+                "expert": self.expert_prompts(datamodule, tasks, seed)}  # fmt: skip
+
+    @torch.no_grad()
+    def denoising_chain(self, datamodule, task: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """States of the reverse chain (n+1, L, obs_dim), noise first, and the expert prompt's (L, obs_dim),
+        both in normalised units, for the task's generated prompt (prompt seed `seed`)."""
+        expert = self.expert_prompts(datamodule, [task], seed)[task]
+        rtg, ts = expert.returns_to_go[..., 0], expert.timesteps
+        was_training = self.training
+        self.eval()
+        _, chain = self.sample_x0(self.diffuser_for(task), rtg, ts, seed=seed, return_chain=True)
+        self.train(was_training)
+        states = self.codec.decode(chain[:, 0])[0]
+        return states.cpu().numpy(), expert.states[0].cpu().numpy()
+
+    def rollout_policy(self):
+        from promptdiff.rollout import DTPolicy
+
+        return DTPolicy(self.plm, self.state_mean.cpu().numpy(), self.state_std.cpu().numpy(), self.family.rtg_scale,
+                        device=self.device)  # fmt: skip

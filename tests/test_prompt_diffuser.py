@@ -1,0 +1,212 @@
+"""Prompt Diffuser: shrunk real configs through `promptdiff fit`, the frozen PLM, the prompt units,
+stage-1 initialisation, best-of-n, and the failure modes (NaN loss, missing or foreign PLM)."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from promptdiff.cli.main import main
+from promptdiff.data.datamodule import PromptDTDataModule
+from promptdiff.data.fewshot import FewShotDataModule
+from promptdiff.envs import get_family
+from promptdiff.methods import PromptDiffuser
+from promptdiff.methods.prompt_diffuser import NonFiniteLossError
+from promptdiff.models import PromptCodec
+
+from test_pretrain import FAMILIES, _scalar_tags, tiny_data
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(hidden=32, blocks=1, cond_dim=16, time_dim=16, diffusion_steps=10)
+
+
+def shrink_args(tmp_path: Path, steps: int = 2, rollouts: bool = True) -> list[str]:
+    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}},
+                 {"class_path": "promptdiff.callbacks.DenoisingChainCallback", "init_args": {"dims": 3, "every_n_val_epochs": 1}}]  # fmt: skip
+    if rollouts:
+        callbacks.append({"class_path": "promptdiff.callbacks.RolloutCallback",
+                          "init_args": {"every_n_val_epochs": 1, "episodes": 1, "final_table": True,
+                                        "card_root": str(tmp_path / "data")}})  # fmt: skip
+    args = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+            "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--trainer.callbacks", json.dumps(callbacks), "--trainer.enable_progress_bar", "false",
+            "--trainer.log_every_n_steps", "1", "--data.init_args.root", str(tmp_path / "data"),
+            "--data.init_args.batch_size", "2", "--data.init_args.val_batches", "1"]  # fmt: skip
+    for key, value in SMALL.items():
+        args += [f"--model.init_args.{key}", str(value)]
+    return args
+
+
+def _image_tags(event_file: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_file))
+    acc.Reload()
+    return set(acc.Tags()["images"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shrunk_config_fits_and_compares_prompts(family, tmp_path, capsys):
+    tiny_data(family, tmp_path / "data")
+    config = ROOT / "conf" / f"{family}.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    assert cfg["data"]["init_args"]["family"] == family and cfg["model"]["init_args"]["plm"].endswith(f"{family}/plm.ckpt")
+    assert main(["fit", "--config", str(config), *shrink_args(tmp_path)]) == 0
+
+    event = next((tmp_path / "runs").rglob("events.out.tfevents.*"))
+    tags = _scalar_tags(event)
+    fam = get_family(family)
+    assert {"train/L_DM", "train/L_P", "train/grad_cosine", "val/L_DM", "val/L_P"} <= tags
+    for which in ("generated", "expert"):
+        assert f"rollout/return_mean/{which}" in tags
+        assert {f"rollout/return_task{t}/{which}" for t in fam.test_tasks} <= tags
+    assert "figures/denoising_chain" in _image_tags(event)
+
+    table = capsys.readouterr().out
+    assert "generated prompt" in table and "expert prompt" in table
+    final = json.loads(next((tmp_path / "runs").rglob("rollout_final.json")).read_text())
+    assert set(final["sets"]) == {"generated", "expert"}
+    assert set(final["sets"]["generated"]["tasks"]) == {str(t) for t in fam.test_tasks}
+
+    module = PromptDiffuser.load_from_checkpoint(str(tmp_path / "ckpt" / "last.ckpt"))
+    assert len(module.diffusers) == len(fam.test_tasks)
+
+
+def test_plm_stays_frozen_and_diffusers_learn(tmp_path):
+    torch.manual_seed(0)
+    module = PromptDiffuser("point_robot", lr=1e-2, **SMALL)
+    plm_before = {k: v.clone() for k, v in module.plm.state_dict().items()}
+    diff_before = {k: v.clone() for k, v in module.diffusers.state_dict().items()}
+    seen_modes = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            seen_modes.append(pl_module.plm.training)
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Watch()])  # fmt: skip
+    trainer.fit(module, FewShotDataModule("point_robot", batch_size=4))
+    assert seen_modes == [False] * 3, "the frozen PLM was put in training mode (dropout on)"
+    for k, v in module.plm.state_dict().items():
+        assert torch.equal(v, plm_before[k]), f"frozen PLM weight {k} changed"
+    assert all(p.grad is None for p in module.plm.parameters())
+    assert any(not torch.equal(v, diff_before[k]) for k, v in module.diffusers.state_dict().items())
+
+
+def test_expert_prompt_matches_pretraining_prompt_units():
+    """The baseline prompt of the few-shot module is exactly the pre-training data module's expert prompt."""
+    module = PromptDiffuser("point_robot", **SMALL)
+    fewshot = FewShotDataModule("point_robot")
+    pretrain_dm = PromptDTDataModule("point_robot")
+    tasks = list(module.family.test_tasks)
+    ours = module.expert_prompts(fewshot, tasks, seed=1)
+    theirs = pretrain_dm.expert_prompts(tasks, seed=1)
+    for t in tasks:
+        for field in ("states", "actions", "returns_to_go", "timesteps", "mask"):
+            torch.testing.assert_close(getattr(ours[t], field), getattr(theirs[t], field), msg=f"task {t} {field}")
+
+
+def test_codec_round_trip_and_gradient():
+    codec = PromptCodec(obs_dim=3, act_dim=2, prompt_length=4)
+    s, a, r = torch.randn(6, 4, 3), torch.randn(6, 4, 2), torch.randn(6, 4)
+    x0 = codec.encode(s, a, r).requires_grad_(True)
+    assert x0.shape == (6, 4 * 6)
+    s2, a2, r2 = codec.decode(x0)
+    assert torch.equal(s2, s) and torch.equal(a2, a) and torch.equal(r2, r)
+    prompt = codec.to_prompt(x0, torch.rand(6, 4), torch.arange(4).expand(6, 4))
+    assert prompt.states.shape == (6, 4, 3) and bool(prompt.mask.eq(1).all())
+    prompt.states.sum().backward()
+    assert x0.grad is not None and x0.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="features"):
+        codec.decode(torch.zeros(2, 5))
+
+
+def test_best_of_n_keeps_the_candidate_with_the_lowest_plm_loss():
+    torch.manual_seed(0)
+    module = PromptDiffuser("point_robot", best_of_n=4, **SMALL)
+    for p in module.diffusers.parameters():  # an untrained x0 model outputs zeros: make candidates differ
+        p.data.normal_(0.0, 0.3)
+    dm = FewShotDataModule("point_robot", batch_size=8)
+    task = dm.tasks[0]
+    chosen = module.generate_prompts(dm, [task], seed=0)[task]
+    # the same candidates, generated one by one
+    tail = dm.tail_prompts([task], 0)[task]
+    rtg, ts = tail.returns_to_go[..., 0].expand(4, -1), tail.timesteps.expand(4, -1)
+    x0 = module.sample_x0(module.diffuser_for(task), rtg, ts, seed=module.hparams.sample_seed * 100_003)
+    candidates = module.codec.to_prompt(x0, rtg, ts)
+    batch = dm.draw(np.random.default_rng([0, 0, task]))
+    seg = {f"seg_{k}": v[0] for k, v in batch["segment"].items()}
+    seg["seg_states"] = module.normalise_states(seg["seg_states"]) * seg["seg_mask"].unsqueeze(-1)
+    losses = torch.stack([module.plm_action_loss(candidates.index([i]).expand(8), seg).mean() for i in range(4)])
+    assert len(set(losses.tolist())) == 4
+    torch.testing.assert_close(chosen.states, candidates.states[int(losses.argmin())][None])
+
+
+def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
+    family = "point_robot"
+    train = tiny_data(family, tmp_path / "data")
+    config = ROOT / "conf" / "diffuser_pretrain" / f"{family}.yaml"
+    args = shrink_args(tmp_path, rollouts=False) + ["--data.init_args.tasks", str(train)]
+    assert main(["fit", "--config", str(config), *args]) == 0
+    stage1 = PromptDiffuser.load_from_checkpoint(str(tmp_path / "ckpt" / "last.ckpt"))
+    assert stage1.hparams.split == "train" and len(stage1.diffusers) == 1
+    tuned = PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), **SMALL)
+    assert len(tuned.diffusers) == len(get_family(family).test_tasks)
+    for d in tuned.diffusers:
+        for (k, v), w in zip(d.state_dict().items(), stage1.diffusers[0].state_dict().values()):
+            assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match="does not fit"):
+        PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), hidden=48, blocks=1, cond_dim=16,
+                       time_dim=16, diffusion_steps=10)  # fmt: skip
+
+
+def test_nan_loss_stops_with_step_and_loss_named(tmp_path, monkeypatch):
+    module = PromptDiffuser("point_robot", **SMALL)
+    real = module.diffusion.training_terms
+
+    def poisoned(*args, **kwargs):
+        loss, x0_hat = real(*args, **kwargs)
+        return loss * float("nan"), x0_hat
+
+    monkeypatch.setattr(module.diffusion, "training_terms", poisoned)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=1, save_last=True)
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, callbacks=[ckpt],
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"L_DM is nan at step 0"):
+        trainer.fit(module, FewShotDataModule("point_robot", batch_size=2))
+    assert not list((tmp_path / "ckpt").glob("*.ckpt")), "a checkpoint was written after the NaN"
+
+
+def test_missing_or_foreign_plm_fails_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
+        PromptDiffuser("point_robot", plm=str(tmp_path / "nowhere.ckpt"))
+    with pytest.raises(ValueError, match="'point_robot', not 'cheetah_dir'"):
+        PromptDiffuser("cheetah_dir", plm=str(ROOT / "datasets" / "point_robot" / "plm.ckpt"))
+    with pytest.raises(ValueError, match="prompt_length 5, the config asks for 3"):
+        PromptDiffuser("point_robot", prompt_length=3)
+    # through the CLI: the run stops while building the model, before any step, naming the file
+    with pytest.raises(Exception, match="nowhere.ckpt not found"):
+        main(["fit", "--config", str(ROOT / "conf" / "point_robot.yaml"), "--model.init_args.plm",
+              str(tmp_path / "nowhere.ckpt"), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])  # fmt: skip
+    assert not (tmp_path / "runs").exists()
+
+
+def test_fewshot_windows_cover_whole_trajectories_and_ranks_differ():
+    dm = FewShotDataModule("point_robot", batch_size=64)
+    dm.setup()
+    b = dm.draw(np.random.default_rng(0))
+    ts = b["window"]["timesteps"]
+    assert ts.shape == (len(dm.tasks), 64, 5)
+    assert int(ts.min()) == 0 or int(ts[:, :, 0].min()) < 5, "windows only come from the tails"
+    assert bool((ts[..., 1:] - ts[..., :-1]).eq(1).all()), "a window is not L consecutive steps"
+    b2 = dm.draw(np.random.default_rng(0))
+    assert torch.equal(b["noise"], b2["noise"]) and torch.equal(ts, b2["window"]["timesteps"])
+    b3 = dm.draw(np.random.default_rng([0, 1, 0]))
+    assert not torch.equal(b["noise"], b3["noise"])
+    with pytest.raises(ValueError, match="prompt pool"):
+        FewShotDataModule("point_robot", split="test", source="train")
