@@ -210,3 +210,17 @@ def test_fewshot_windows_cover_whole_trajectories_and_ranks_differ():
     assert not torch.equal(b["noise"], b3["noise"])
     with pytest.raises(ValueError, match="prompt pool"):
         FewShotDataModule("point_robot", split="test", source="train")
+
+
+def test_promptdiff_test_evaluates_a_checkpoint(tmp_path):
+    tiny_data("point_robot", tmp_path / "data")
+    config = str(ROOT / "conf" / "point_robot.yaml")
+    assert main(["fit", "--config", config, *shrink_args(tmp_path, rollouts=False)]) == 0
+    callbacks = json.dumps([{"class_path": "promptdiff.callbacks.RolloutCallback",
+                             "init_args": {"episodes": 2, "card_root": str(tmp_path / "data")}}])  # fmt: skip
+    args = [a for a in shrink_args(tmp_path, rollouts=False)]
+    args[args.index("--trainer.callbacks") + 1] = callbacks
+    assert main(["test", "--config", config, *args, "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")]) == 0
+    summary = json.loads(next((tmp_path / "runs").rglob("rollout_test.json")).read_text())
+    assert set(summary["sets"]) == {"generated", "expert"} and summary["episodes"] == 2
+    assert len(summary["sets"]["generated"]["tasks"]) == len(get_family("point_robot").test_tasks)

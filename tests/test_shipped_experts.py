@@ -63,3 +63,23 @@ def test_shipped_plm_reads_its_prompt(family, tmp_path):
                            card_root=str(ROOT / "datasets"))
     assert report["expert_prompt_score"] >= 0.8
     assert report["other_task_prompt_score"] < report["expert_prompt_score"] - 0.5
+
+
+ALL_FAMILIES = ["cheetah_dir", "cheetah_vel", "ant_dir", "ant_dir_ood", "ml1_reach", "ml1_pick_place", "point_robot"]
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_every_family_ships_a_plm_with_its_report(family):
+    """Each family has a PLM whose recorded 3-seed report meets the bar, matching the checkpoint."""
+    import torch
+
+    ckpt = torch.load(ROOT / "datasets" / family / "plm.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["family"] == family
+    assert {"state_mean", "state_std"} <= set(ckpt["state_dict"]), "normalisation must travel with the PLM"
+    report = json.loads((ROOT / "datasets" / family / "plm.json").read_text())
+    assert report["family"] == family and report["episodes_per_task"] == 20 and report["prompt_seeds"] == [0, 1, 2]
+    assert report["training"]["steps"] == ckpt["global_step"]
+    assert report["expert_prompt_score"] >= 0.8, "the PLM does not use its own expert prompt well enough"
+    assert report["other_task_prompt_score"] < report["expert_prompt_score"] - 0.3, "prompts barely matter"
+    own = np.mean([r["expert_prompt"]["mean_normalised_score"] for r in report["runs"]])
+    assert own == pytest.approx(report["expert_prompt_score"])

@@ -25,6 +25,7 @@ best of n candidates by the PLM's action loss on the few-shot data.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -37,6 +38,10 @@ from promptdiff.models import Prompt, PromptCodec
 from promptdiff.models.denoiser import PromptDenoiser
 from promptdiff.models.diffusion import GaussianDiffusion
 from promptdiff.optim import MODES, combine_gradients
+
+
+# The frozen PLM is in eval mode on purpose; Lightning's start-of-fit notice about it is noise here.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 class NonFiniteLossError(RuntimeError):
