@@ -64,8 +64,9 @@ class RolloutCallback(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         summary = self._run(trainer, module, prefix="test_rollout")
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / "rollout_test.json"
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / "rollout_test.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=1) + "\n")
 
@@ -73,10 +74,11 @@ class RolloutCallback(L.Callback):
         if not self.final_table:
             return
         summary = self._run(trainer, module, prefix=None)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             print(format_table(summary))
-            if trainer.log_dir:
-                path = Path(trainer.log_dir) / "rollout_final.json"
+            if log_dir:
+                path = Path(log_dir) / "rollout_final.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(summary, indent=1) + "\n")
 
@@ -102,10 +104,10 @@ class RolloutCallback(L.Callback):
             if prefix is not None:
                 suffix = "" if single else f"/{name}"
                 for t in tasks:
-                    module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"])
+                    module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"], sync_dist=True)
                 for key in ("return_mean", "score_mean", "success_mean"):
                     if key in result:
-                        module.log(f"{prefix}/{key}{suffix}", result[key])
+                        module.log(f"{prefix}/{key}{suffix}", result[key], sync_dist=True)
         module.train(was_training)
         if single:  # pre-training: the expert set is the whole summary, as before
             summary.update(summary.pop("sets")["expert"])
