@@ -42,6 +42,8 @@ from promptdiff.optim import MODES, combine_gradients
 
 # The frozen PLM is in eval mode on purpose; Lightning's start-of-fit notice about it is noise here.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Checkpoints hold the state after the step, which is what a resumed run continues from.
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
 
 
 class NonFiniteLossError(RuntimeError):
