@@ -77,7 +77,7 @@ class RolloutCallback(L.Callback):
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             print(format_table(summary))
-            if log_dir:
+            if log_dir and trainer.logger is not None:  # no logger: nothing is written
                 path = Path(log_dir) / "rollout_final.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(summary, indent=1) + "\n")
