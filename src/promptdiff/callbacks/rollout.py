@@ -104,10 +104,10 @@ class RolloutCallback(L.Callback):
             if prefix is not None:
                 suffix = "" if single else f"/{name}"
                 for t in tasks:
-                    module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"], sync_dist=True)
+                    module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"])
                 for key in ("return_mean", "score_mean", "success_mean"):
                     if key in result:
-                        module.log(f"{prefix}/{key}{suffix}", result[key], sync_dist=True)
+                        module.log(f"{prefix}/{key}{suffix}", result[key])
         module.train(was_training)
         if single:  # pre-training: the expert set is the whole summary, as before
             summary.update(summary.pop("sets")["expert"])
