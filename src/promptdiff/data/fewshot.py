@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from promptdiff.data.datamodule import _loader  # same endless-stream loader as pre-training
 from promptdiff.data.segments import SegmentSampler, TaskData, load_family_data
 from promptdiff.envs import get_family
 from promptdiff.models import Prompt
@@ -194,11 +195,3 @@ def _to(obj, device):
         return {k: _to(v, device) for k, v in obj.items()}
     return obj
 
-
-def _whole(batch):
-    return batch  # batches are built whole by `draw`
-
-
-def _loader(stream: IterableDataset) -> DataLoader:
-    # an own generator: creating the iterator must not draw from torch's global RNG
-    return DataLoader(stream, batch_size=None, collate_fn=_whole, generator=torch.Generator())

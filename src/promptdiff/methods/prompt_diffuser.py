@@ -244,10 +244,7 @@ class PromptDiffuser(L.LightningModule):
         cosines, projected, i = [], [], 0
         for group in params:
             n = len(group)
-            g, stats = combine_gradients(g_dm[i:i + n], g_p[i:i + n], mode="sum" if mode == "dm_only" else mode,
-                                         lam=hp.lam)  # fmt: skip
-            if mode == "dm_only":
-                g = g_dm[i:i + n]
+            g, stats = combine_gradients(g_dm[i:i + n], g_p[i:i + n], mode=mode, lam=hp.lam)
             for p, gi in zip(group, g):
                 p.grad = None if gi is None else gi.detach().clone()
             torch.nn.utils.clip_grad_norm_(group, hp.grad_clip)
