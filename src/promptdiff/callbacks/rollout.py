@@ -15,7 +15,14 @@ the batched evaluator and logs the results.
       rollout/return_task<k>, rollout/return_mean, rollout/score_mean (normalised), rollout/success_mean
 
 With `final_table` the callback also evaluates once at the end of `fit`, prints per test task
-the return of every prompt set side by side, and writes `<log_dir>/rollout_final.json`.
+the return of every prompt set side by side, and writes `<log_dir>/rollout_final.json` (or the
+file `final_json` names, also without a logger). The summary names the method's own set
+(`primary`) and its number of tuned parameters; `primary_only` evaluates that set alone (the
+benchmark runs the expert prompt as its own method).
+
+Methods whose network differs per task (`policy_per_task`) are evaluated task by task with
+`rollout_policy(task)`; episode seeds depend on (seed, task, episode) only, so the numbers are
+the same as one batched evaluation would give.
 
 Under DDP the episodes are split across ranks (rank r plays episodes r, r + world, ...) and the
 per-task sums are reduced, so every rank logs the same numbers and a ModelCheckpoint can
@@ -37,7 +44,8 @@ from promptdiff.rollout import evaluate
 
 class RolloutCallback(L.Callback):
     def __init__(self, every_n_val_epochs: int = 1, episodes: int = 20, seed: int = 0, prompt_seed: int = 0,
-                 card_root: str = "datasets", vectorization: str = "sync", final_table: bool = False):  # fmt: skip
+                 card_root: str = "datasets", vectorization: str = "sync", final_table: bool = False,
+                 final_json: str | None = None, primary_only: bool = False):  # fmt: skip
         """
         Args:
             every_n_val_epochs: evaluate after every n-th validation epoch.
@@ -48,10 +56,13 @@ class RolloutCallback(L.Callback):
             vectorization: "sync" or "async" gymnasium vector env.
             final_table: evaluate once more when fit ends, print a per-task table of every prompt set and
                 write it to <log_dir>/rollout_final.json.
+            final_json: write the final summary to this file instead (also without a logger).
+            primary_only: evaluate only the method's own prompt set (`module.primary_set`).
         """
         super().__init__()
         self.every, self.episodes, self.seed, self.prompt_seed = every_n_val_epochs, episodes, seed, prompt_seed
         self.card_root, self.vectorization, self.final_table = card_root, vectorization, final_table
+        self.final_json, self.primary_only = final_json, primary_only
         self._val_epochs = 0
         self.last: dict | None = None
 
@@ -77,15 +88,24 @@ class RolloutCallback(L.Callback):
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             print(format_table(summary))
-            if log_dir and trainer.logger is not None:  # no logger: nothing is written
+            path = None
+            if self.final_json:
+                path = Path(self.final_json)
+            elif log_dir and trainer.logger is not None:  # no logger: nothing is written
                 path = Path(log_dir) / "rollout_final.json"
+            if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(summary, indent=1) + "\n")
+                tmp = path.with_name(path.name + ".tmp")  # never a half-written summary
+                tmp.write_text(json.dumps(summary, indent=1) + "\n")
+                tmp.replace(path)
 
     def _prompt_sets(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int]) -> dict[str, dict] | None:
-        if hasattr(module, "rollout_prompt_sets"):
-            return module.rollout_prompt_sets(trainer.datamodule, tasks, self.prompt_seed)
-        return None
+        if not hasattr(module, "rollout_prompt_sets"):
+            return None
+        sets = module.rollout_prompt_sets(trainer.datamodule, tasks, self.prompt_seed)
+        if self.primary_only:
+            sets = {module.primary_set: sets[module.primary_set]}
+        return sets
 
     def _run(self, trainer: L.Trainer, module: L.LightningModule, prefix: str | None) -> dict:
         """Evaluate every prompt set; log under `prefix` (None: no logging); return the summary."""
@@ -98,6 +118,9 @@ class RolloutCallback(L.Callback):
             sets = {"expert": trainer.datamodule.expert_prompts(tasks, self.prompt_seed)}
         summary = {"family": family.name, "episodes": self.episodes, "seed": self.seed,
                    "prompt_seed": self.prompt_seed, "sets": {}}  # fmt: skip
+        if not single:
+            summary.update(method=type(module).__name__, primary=module.primary_set,
+                           tuned_parameters=int(module.num_tuned_parameters))
         for name, prompts in sets.items():
             result = self._evaluate(trainer, module, tasks, prompts)
             summary["sets"][name] = result
@@ -120,10 +143,14 @@ class RolloutCallback(L.Callback):
         mine = list(range(rank, self.episodes, world))
         sums = torch.zeros(len(tasks), 3, dtype=torch.float64)  # return sum, episodes, successes
         if mine:
-            result = evaluate(module.rollout_policy(), family, tasks, prompts, len(mine), seed=self.seed,
-                              card_root=self.card_root, vectorization=self.vectorization, episode_ids=mine)  # fmt: skip
+            kw = dict(card_root=self.card_root, vectorization=self.vectorization, episode_ids=mine, seed=self.seed)
+            if getattr(module, "policy_per_task", False):
+                per = {t: evaluate(module.rollout_policy(t), family, [t], {t: prompts[t]}, len(mine), **kw)["tasks"][t]
+                       for t in tasks}  # fmt: skip
+            else:
+                per = evaluate(module.rollout_policy(), family, tasks, prompts, len(mine), **kw)["tasks"]
             for j, t in enumerate(tasks):
-                entry = result["tasks"][t]
+                entry = per[t]
                 sums[j, 0] = float(np.sum(entry["returns"]))
                 sums[j, 1] = len(entry["returns"])
                 sums[j, 2] = entry.get("success_rate", 0.0) * len(entry["returns"])

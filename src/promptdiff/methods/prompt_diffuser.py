@@ -25,10 +25,8 @@ best of n candidates by the PLM's action loss on the few-shot data.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
@@ -37,42 +35,15 @@ from promptdiff.envs import get_family
 from promptdiff.models import Prompt, PromptCodec
 from promptdiff.models.denoiser import PromptDenoiser
 from promptdiff.models.diffusion import GaussianDiffusion
+from promptdiff.methods.frozen_plm import FrozenPLMMethod
 from promptdiff.optim import MODES, combine_gradients
-
-
-# The frozen PLM is in eval mode on purpose; Lightning's start-of-fit notice about it is noise here.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# Checkpoints hold the state after the step, which is what a resumed run continues from.
-warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; training stops before anything is written."""
 
 
-def load_frozen_plm(path: str | Path, family: str, context_length: int, prompt_length: int):
-    """The pre-trained PLM module from `path`, checked against the family and sequence lengths."""
-    from promptdiff.methods.pretrain import PromptDTPretrain
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"PLM checkpoint {path} not found: pre-train one with "
-                                f"`promptdiff fit --config conf/pretrain/{family}.yaml` or point `model.init_args.plm` "
-                                f"at a shipped datasets/<family>/plm.ckpt")  # fmt: skip
-    try:
-        plm = PromptDTPretrain.load_policy(str(path))
-    except Exception as err:  # noqa: BLE001 - any load failure is reported with the file
-        raise ValueError(f"PLM checkpoint {path} could not be loaded: {err}") from err
-    hp = plm.hparams
-    if hp.family != family:
-        raise ValueError(f"PLM checkpoint {path} was pre-trained on family {hp.family!r}, not {family!r}")
-    for name, want in (("context_length", context_length), ("prompt_length", prompt_length)):
-        if hp[name] != want:
-            raise ValueError(f"PLM checkpoint {path} has {name} {hp[name]}, the config asks for {want}")
-    return plm
-
-
-class PromptDiffuser(L.LightningModule):
+class PromptDiffuser(FrozenPLMMethod):
     def __init__(self, family: str, plm: str | None = None, split: str = "test", context_length: int = 20,
                  prompt_length: int = 5, init_diffuser: str | None = None, diffusion_steps: int = 50,
                  schedule: str = "cosine", prediction: str = "sample", hidden: int = 192, blocks: int = 2,
@@ -117,13 +88,9 @@ class PromptDiffuser(L.LightningModule):
             raise ValueError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
         if best_of_n < 1:
             raise ValueError(f"best_of_n must be >= 1, got {best_of_n}")
-        fam = self.family = get_family(family)
-        plm_path = plm if plm is not None else str(Path("datasets") / family / "plm.ckpt")
-        plm_module = load_frozen_plm(plm_path, family, context_length, prompt_length)
-        self.plm = plm_module.model.requires_grad_(False).eval()
-        self.register_buffer("state_mean", plm_module.state_mean.clone())
-        self.register_buffer("state_std", plm_module.state_std.clone())
-        self.tasks = list(fam.test_tasks if split == "test" else fam.train_tasks)
+        self.load_plm(family, plm, context_length, prompt_length, tasks=None if split == "test" else
+                      list(get_family(family).train_tasks))  # fmt: skip
+        fam = self.family
         self.codec = PromptCodec(fam.obs_dim, fam.act_dim, prompt_length)
         self.diffusion = GaussianDiffusion(diffusion_steps, schedule=schedule, prediction=prediction,
                                            clip_sample=clip_sample)  # fmt: skip
@@ -154,41 +121,18 @@ class PromptDiffuser(L.LightningModule):
             except RuntimeError as err:
                 raise ValueError(f"init_diffuser checkpoint {path} does not fit this diffuser: {err}") from err
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.plm.eval()  # frozen: dropout stays off whatever Lightning asks
-        return self
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        served = getattr(dm, "tasks", None)
-        if served is None:
-            return
-        served = list(served)
-        shared_ok = self.hparams.split == "train" and set(served) <= set(self.tasks)
-        if served != self.tasks and not shared_ok:
-            raise ValueError(f"the data module serves tasks {served} but the model's split "
-                             f"{self.hparams.split!r} has {self.tasks}: set the same split in model and data")  # fmt: skip
-
-    @property
-    def num_tuned_parameters(self) -> int:
-        return sum(p.numel() for p in self.diffusers.parameters())
-
-    # -- units -------------------------------------------------------------------------------------
-    def normalise_states(self, states: torch.Tensor) -> torch.Tensor:
-        return (states - self.state_mean) / self.state_std
+    def _serves(self, served: list[int]) -> bool:
+        return served == self.tasks or (self.hparams.split == "train" and set(served) <= set(self.tasks))
 
     def _groups(self, batch: dict):
         """(diffuser, per-group tensors) pairs: one group per task, or all tasks in one (stage 1)."""
-        win, seg = batch["window"], batch["segment"]
+        win = batch["window"]
         S = self.diffusion.steps
         x0 = self.codec.encode(self.normalise_states(win["states"]), win["actions"], win["rewards"])
         t = (batch["t_uniform"] * S).long().clamp_(0, S - 1)
         drop = batch["drop_uniform"] < self.hparams.cond_dropout
-        mask = seg["mask"].unsqueeze(-1)
-        seg = dict(seg, states=self.normalise_states(seg["states"]) * mask)  # padding stays 0
         fields = {"x0": x0, "rtg": win["returns_to_go"], "ts": win["timesteps"], "t": t, "noise": batch["noise"],
-                  "drop": drop, **{f"seg_{k}": v for k, v in seg.items()}}  # fmt: skip
+                  "drop": drop, **self.normalised_segments(batch)}  # fmt: skip
         if len(self.diffusers) == 1:
             yield self.diffusers[0], {k: v.flatten(0, 1) for k, v in fields.items()}
         else:
@@ -196,14 +140,6 @@ class PromptDiffuser(L.LightningModule):
                 yield d, {k: v[j] for k, v in fields.items()}
 
     # -- losses ------------------------------------------------------------------------------------
-    def plm_action_loss(self, prompt: Prompt, g: dict) -> torch.Tensor:
-        """Per-sample masked action MSE (N,) of the frozen PLM on segments g, prompted by `prompt`."""
-        pred = self.plm(g["seg_states"], g["seg_actions"], g["seg_returns_to_go"], g["seg_timesteps"], g["seg_mask"],
-                        prompt=prompt)  # fmt: skip
-        m = g["seg_mask"].unsqueeze(-1)
-        per = ((pred - g["seg_actions"]) ** 2 * m).sum(dim=(1, 2)) / (m.sum(dim=(1, 2)) * pred.shape[-1]).clamp_min(1)
-        return per
-
     def losses(self, batch: dict, need_guidance: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per diffuser: L_DM and L_P (scalars), in the order of `self.diffusers`.
 
@@ -318,22 +254,12 @@ class PromptDiffuser(L.LightningModule):
             if n > 1:
                 batch = datamodule.draw(np.random.default_rng([self.hparams.sample_seed, seed, task]))
                 j = datamodule.tasks.index(task)
-                seg = {f"seg_{key}": v[j].to(self.device) for key, v in batch["segment"].items()}
-                seg["seg_states"] = self.normalise_states(seg["seg_states"]) * seg["seg_mask"].unsqueeze(-1)
+                seg = {k: v[j].to(self.device) for k, v in self.normalised_segments(batch).items()}
                 B = seg["seg_mask"].shape[0]
                 losses = [self.plm_action_loss(prompts.index([i]).expand(B), seg).mean() for i in range(n)]
                 best = int(torch.stack(losses).argmin())
             out[task] = prompts.index([best])
         self.train(was_training)
-        return out
-
-    def expert_prompts(self, datamodule, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
-        """The plain few-shot tail prompts (the Prompt-DT baseline), normalised with the PLM's statistics."""
-        out = {}
-        for t, p in datamodule.tail_prompts(tasks, seed).items():
-            p = p.to(self.device)
-            out[t] = Prompt(self.normalise_states(p.states) * p.mask.unsqueeze(-1), p.actions, p.returns_to_go,
-                            p.timesteps, p.mask)  # fmt: skip
         return out
 
     def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict[int, Prompt]]:
@@ -353,9 +279,3 @@ class PromptDiffuser(L.LightningModule):
         self.train(was_training)
         states = self.codec.decode(chain[:, 0])[0]
         return states.cpu().numpy(), expert.states[0].cpu().numpy()
-
-    def rollout_policy(self):
-        from promptdiff.rollout import DTPolicy
-
-        return DTPolicy(self.plm, self.state_mean.cpu().numpy(), self.state_std.cpu().numpy(), self.family.rtg_scale,
-                        device=self.device)  # fmt: skip

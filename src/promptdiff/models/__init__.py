@@ -1,9 +1,9 @@
 """Plain nn.Modules: the Prompt Decision Transformer and the prompt interface every method uses."""
 
-from promptdiff.models.prompt import ACTION_PAD, Prompt
+from promptdiff.models.prompt import ACTION_PAD, Prompt, PromptTokens
 from promptdiff.models.prompt_codec import PromptCodec
 
-__all__ = ["ACTION_PAD", "Prompt", "PromptCodec"]
+__all__ = ["ACTION_PAD", "Prompt", "PromptCodec", "PromptTokens"]
 
 from promptdiff.models.denoiser import (  # noqa: E402
     MLPDenoiser, PromptDenoiser, ReturnTimestepEncoder, SinusoidalEmbedding)

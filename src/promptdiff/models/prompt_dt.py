@@ -8,6 +8,10 @@ of the main sequence, through a tanh head.
 
 Shapes: states (B, K, obs_dim), actions (B, K, act_dim), returns_to_go (B, K, 1),
 timesteps (B, K) long, mask (B, K) with 1 for real steps and 0 for left padding.
+
+Two hooks serve the prompt-tuning baselines without touching the pre-trained weights: the prompt
+may come already embedded (`PromptTokens`, soft prompts), and `forward(..., adapters=...)` adds
+the output of one small module per transformer block to that block's output (adapters).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptdiff.models.prompt import Prompt
+from promptdiff.models.prompt import Prompt, PromptTokens
 
 
 class CausalSelfAttention(nn.Module):
@@ -98,20 +102,33 @@ class PromptDT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, states, actions, returns_to_go, timesteps, mask, prompt: Prompt | None = None) -> torch.Tensor:
-        """Predicted actions (B, K, act_dim), one per step, from the state token of that step."""
+    def embed_prompt(self, prompt: Prompt) -> PromptTokens:
+        """The prompt as the transformer sees it: 3 L tokens per prompt (the soft-prompt starting point)."""
+        tokens = self.prompt_embed(prompt.states, prompt.actions, prompt.returns_to_go, prompt.timesteps)
+        return PromptTokens(tokens, prompt.mask)
+
+    def forward(self, states, actions, returns_to_go, timesteps, mask, prompt: Prompt | PromptTokens | None = None,
+                adapters: nn.ModuleList | None = None) -> torch.Tensor:  # fmt: skip
+        """Predicted actions (B, K, act_dim), one per step, from the state token of that step.
+
+        adapters: one module per block; block i's output x becomes x + adapters[i](x).
+        """
         B, K = states.shape[:2]
         tokens = self.embed_ln(self.embed(states, actions, returns_to_go, timesteps))
         token_mask = mask.repeat_interleave(3, dim=1)
         if prompt is not None:
             prompt = prompt.expand(B)
-            p_tokens = self.prompt_embed(prompt.states, prompt.actions, prompt.returns_to_go, prompt.timesteps)
+            p_tokens = prompt.tokens if isinstance(prompt, PromptTokens) else self.embed_prompt(prompt).tokens
             tokens = torch.cat([p_tokens, tokens], dim=1)
             token_mask = torch.cat([prompt.mask.to(token_mask.dtype).repeat_interleave(3, dim=1), token_mask], dim=1)
         x = self.embed_drop(tokens)
         bias = self._attention_bias(token_mask, x.dtype)
-        for block in self.blocks:
+        if adapters is not None and len(adapters) != len(self.blocks):
+            raise ValueError(f"{len(adapters)} adapters for {len(self.blocks)} transformer blocks")
+        for i, block in enumerate(self.blocks):
             x = block(x, bias)
+            if adapters is not None:
+                x = x + adapters[i](x)
         x = self.final_ln(x)
         state_tokens = x[:, -3 * K :][:, 1::3]
         return self.action_head(state_tokens)

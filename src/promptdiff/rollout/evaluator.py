@@ -102,7 +102,8 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
     envs = _vector_env(fam, [t for t, _ in pairs], vectorization)
     try:
         obs, _ = envs.reset(seed=[episode_seed(seed, t, e) for t, e in pairs])
-        policy.reset(Prompt.cat([prompts[t] for t, _ in pairs]), np.full(n, target), horizon=fam.horizon)
+        first = prompts[tasks[0]]
+        policy.reset(type(first).cat([prompts[t] for t, _ in pairs]), np.full(n, target), horizon=fam.horizon)
         active = np.ones(n, bool)
         returns = np.zeros(n, np.float64)
         lengths = np.zeros(n, np.int64)

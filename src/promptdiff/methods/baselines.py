@@ -1,0 +1,290 @@
+"""Prompt-tuning baselines, on the same frozen PLM, few-shot data and evaluator as Prompt Diffuser.
+
+Every method adapts the shipped PLM to each test task from that task's few-shot data only (the
+`FewShotDataModule` on the test split: K-step segments of its 5 prompt-pool trajectories) and
+is judged by rolling the PLM out on the test tasks (`RolloutCallback`).
+
+| method (config)              | class            | tuned on each test task                              |
+|------------------------------|------------------|------------------------------------------------------|
+| prompt_dt                    | PromptDTEval     | nothing: the expert few-shot prompt                  |
+| mt_orl                       | PromptDTEval     | nothing: no prompt at all (fully masked)             |
+| full_data                    | PromptDTEval     | nothing: expert prompt, PLM pre-trained on all tasks |
+| prompt_dt_ft                 | PromptDTFinetune | the whole PLM (one copy per task)                    |
+| soft_prompt                  | SoftPrompt       | the prompt's 3 L embedded tokens                     |
+| adaptor                      | Adaptor          | bottleneck adapters after every transformer block    |
+| prompt_tuning_dt             | PromptTuningDT   | the prompt's states and actions, zeroth order        |
+
+The gradient-based tuners minimise the PLM's masked action MSE on the task's segments, with the
+task's expert prompt (tail of the prompt-pool trajectory `prompt_seed`) as the prompt, or as the
+starting point of the tuned prompt. The quality of that prompt and of the few-shot data is the
+data module's `quality` (the prompt-initialisation study varies it).
+
+MT-ORL here is the same PLM evaluated with an all-padding prompt (mask 0): the attention never
+sees it, so the policy acts from its own context alone. (Prompt-DT's MT-ORL is a separate model
+pre-trained without prompts; this variant measures what the prompt contributes to our PLM.)
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from promptdiff.methods.frozen_plm import FrozenPLMMethod, PolicyModel
+from promptdiff.models import Prompt, PromptTokens
+from promptdiff.optim import RankOptimiser
+
+# Evaluation-only methods fit for 0 steps and have no optimiser by design.
+warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
+
+
+class PromptDTEval(FrozenPLMMethod):
+    def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
+                 prompt: str = "expert"):  # fmt: skip
+        """Evaluate the frozen PLM without tuning (run with `trainer.max_steps: 0`).
+
+        Args:
+            family: task family (linked from the data module).
+            plm: PLM checkpoint (default: the shipped datasets/<family>/plm.ckpt; the full-data upper bound
+                points at datasets/<family>/plm_full.ckpt).
+            context_length, prompt_length: K and L (linked from the data module; must match the PLM).
+            prompt: "expert" (the few-shot tail prompt: Prompt-DT) or "none" (no prompt: MT-ORL).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if prompt not in ("expert", "none"):
+            raise ValueError(f"prompt must be 'expert' or 'none', got {prompt!r}")
+        self.automatic_optimization = False
+        self.load_plm(family, plm, context_length, prompt_length)
+        self.primary_set = "expert" if prompt == "expert" else "no_prompt"
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        return None
+
+    def configure_optimizers(self):
+        return None
+
+    def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict]:
+        if self.hparams.prompt == "expert":
+            return {"expert": self.expert_prompts(datamodule, tasks, seed)}
+        fam, L = self.family, self.hparams.prompt_length
+        return {"no_prompt": {t: Prompt.empty(fam.obs_dim, fam.act_dim, L, device=self.device) for t in tasks}}
+
+
+class _GradientTuner(FrozenPLMMethod):
+    """Tunes per-task parameters by the PLM's action loss on the few-shot segments (AdamW)."""
+
+    primary_set = "tuned"
+
+    def _init_tuner(self, family, plm, context_length, prompt_length) -> None:
+        self.load_plm(family, plm, context_length, prompt_length)
+        fam, L = self.family, prompt_length
+        # the task's expert prompt (PLM units), filled from the data module when fitting starts
+        self.register_buffer("prompt_states", torch.zeros(len(self.tasks), L, fam.obs_dim))
+        self.register_buffer("prompt_actions", torch.zeros(len(self.tasks), L, fam.act_dim))
+        self.register_buffer("prompt_rtg", torch.zeros(len(self.tasks), L, 1))
+        self.register_buffer("prompt_timesteps", torch.zeros(len(self.tasks), L, dtype=torch.long))
+        self.register_buffer("prompt_mask", torch.zeros(len(self.tasks), L))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            start = self.expert_prompts(self.trainer.datamodule, self.tasks, self.hparams.prompt_seed)
+            p = Prompt.cat([start[t] for t in self.tasks])
+            for name, value in (("states", p.states), ("actions", p.actions), ("rtg", p.returns_to_go),
+                                ("timesteps", p.timesteps), ("mask", p.mask)):  # fmt: skip
+                getattr(self, f"prompt_{name}").copy_(value)
+            self.init_from_prompt(p)
+
+    def init_from_prompt(self, prompt: Prompt) -> None:
+        """Start the tuned parameters from the tasks' expert prompts (one row per task)."""
+
+    def start_prompt(self, j: int) -> Prompt:
+        """Task j's expert prompt (P = 1), the one tuning started from."""
+        return Prompt(self.prompt_states[j:j + 1], self.prompt_actions[j:j + 1], self.prompt_rtg[j:j + 1],
+                      self.prompt_timesteps[j:j + 1], self.prompt_mask[j:j + 1])  # fmt: skip
+
+    def task_loss(self, j: int, g: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Mean over tasks of each task's action MSE (the tasks' parameters are disjoint)."""
+        seg = self.normalised_segments(batch)
+        return torch.stack([self.task_loss(j, {k: v[j] for k, v in seg.items()}).mean()
+                            for j in range(len(self.tasks))]).mean()  # fmt: skip
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"action loss is {loss.item()} at step {self.global_step}: lower model.init_args.lr")
+        self.log("train/action_mse", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/action_mse", self.loss(batch), sync_dist=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=hp.lr, weight_decay=hp.weight_decay)
+
+    def tuned_prompts(self) -> dict[int, Prompt | PromptTokens]:
+        return {t: self.start_prompt(j) for j, t in enumerate(self.tasks)}
+
+    def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict]:
+        tuned = self.tuned_prompts()
+        sets = {"tuned": {t: tuned[t] for t in tasks}}
+        if not self.policy_per_task:  # the expert prompt on the untouched PLM, for comparison
+            sets["expert"] = self.expert_prompts(datamodule, tasks, seed)
+        return sets
+
+
+class PromptDTFinetune(_GradientTuner):
+    policy_per_task = True
+
+    def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
+                 lr: float = 1e-4, weight_decay: float = 1e-4, prompt_seed: int = 0):  # fmt: skip
+        """Prompt-DT-FT: a copy of the whole PLM per test task, fine-tuned on its few-shot data with its
+        expert prompt (dropout as in pre-training).
+
+        Args:
+            family, plm, context_length, prompt_length: as in `PromptDTEval`.
+            lr, weight_decay: AdamW settings.
+            prompt_seed: which prompt-pool trajectory's tail is the task's prompt (as in the rollout callback).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self._init_tuner(family, plm, context_length, prompt_length)
+        self.models = nn.ModuleList(copy.deepcopy(self.plm).requires_grad_(True) for _ in self.tasks)
+
+    def task_loss(self, j: int, g: dict) -> torch.Tensor:
+        return self.plm_action_loss(self.start_prompt(j), g, model=self.models[j])
+
+    def policy_model(self, task: int | None) -> nn.Module:
+        return self.models[self.tasks.index(task)]
+
+
+class SoftPrompt(_GradientTuner):
+    def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
+                 lr: float = 1e-3, weight_decay: float = 0.0, prompt_seed: int = 0):  # fmt: skip
+        """Soft prompt: the 3 L tokens the PLM embeds the prompt into become free parameters per task,
+        initialised from the task's prompt (expert, or medium / random with the data module's quality).
+
+        Args: as in `PromptDTFinetune`.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self._init_tuner(family, plm, context_length, prompt_length)
+        width = self.plm.embed_ln.normalized_shape[0]
+        self.tokens = nn.Parameter(torch.zeros(len(self.tasks), 3 * prompt_length, width))
+
+    @torch.no_grad()
+    def init_from_prompt(self, prompt: Prompt) -> None:
+        self.tokens.copy_(self.plm.embed_prompt(prompt).tokens)
+
+    def task_loss(self, j: int, g: dict) -> torch.Tensor:
+        return self.plm_action_loss(PromptTokens(self.tokens[j:j + 1], self.prompt_mask[j:j + 1]), g)
+
+    def tuned_prompts(self) -> dict[int, PromptTokens]:
+        return {t: PromptTokens(self.tokens[j:j + 1].detach(), self.prompt_mask[j:j + 1]) for j, t in enumerate(self.tasks)}
+
+
+class Adaptor(_GradientTuner):
+    policy_per_task = True
+
+    def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
+                 bottleneck: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, prompt_seed: int = 0):  # fmt: skip
+        """Adaptor: per test task, a bottleneck adapter x -> x + W_up relu(W_down x) after every block of
+        the frozen PLM (W_up starts at 0: tuning starts from the PLM itself), prompted by the expert prompt.
+
+        Args:
+            bottleneck: width of each adapter's hidden layer.
+            others: as in `PromptDTFinetune`.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if bottleneck < 1:
+            raise ValueError(f"bottleneck must be >= 1, got {bottleneck}")
+        self._init_tuner(family, plm, context_length, prompt_length)
+        width = self.plm.embed_ln.normalized_shape[0]
+        self.adapters = nn.ModuleList(nn.ModuleList(self._adapter(width, bottleneck) for _ in self.plm.blocks)
+                                      for _ in self.tasks)  # fmt: skip
+
+    @staticmethod
+    def _adapter(width: int, bottleneck: int) -> nn.Module:
+        up = nn.Linear(bottleneck, width)
+        nn.init.zeros_(up.weight)
+        nn.init.zeros_(up.bias)
+        return nn.Sequential(nn.Linear(width, bottleneck), nn.ReLU(), up)
+
+    def task_loss(self, j: int, g: dict) -> torch.Tensor:
+        return self.plm_action_loss(self.start_prompt(j), g, adapters=self.adapters[j])
+
+    def policy_model(self, task: int | None) -> nn.Module:
+        return PolicyModel(self.plm, self.adapters[self.tasks.index(task)])
+
+
+class PromptTuningDT(_GradientTuner):
+    def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
+                 queries: int = 15, std: float = 1.0, momentum: float = 0.5, lr: float = 1e-4,
+                 prompt_seed: int = 0, rank_seed: int = 0):  # fmt: skip
+        """Prompt-Tuning DT (offline variant): every training step, per task, m Gaussian perturbations of the
+        prompt's states and actions (PLM units) are scored by the PLM's action loss on the step's few-shot
+        segments, and the prompt moves along the rank-weighted direction (`promptdiff.optim.RankOptimiser`).
+        Run for 10 steps (`trainer.max_steps`), as the reference does.
+
+        Args:
+            queries, std, momentum, lr: m, sigma, momentum and step size of the rank optimiser.
+            rank_seed: seed of the perturbations.
+            others: as in `PromptDTFinetune`.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._init_tuner(family, plm, context_length, prompt_length)
+        self._optimisers: list[RankOptimiser] | None = None
+
+    @property
+    def num_tuned_parameters(self) -> int:
+        return self.prompt_states.numel() + self.prompt_actions.numel()
+
+    def init_from_prompt(self, prompt: Prompt) -> None:
+        hp = self.hparams
+        x = torch.cat([prompt.states, prompt.actions], dim=-1)
+        self._optimisers = [RankOptimiser(x[j], queries=hp.queries, std=hp.std, momentum=hp.momentum, lr=hp.lr,
+                                          seed=int(np.random.SeedSequence([hp.rank_seed, t]).generate_state(1)[0]))
+                            for j, t in enumerate(self.tasks)]  # fmt: skip
+
+    def _prompts_from(self, j: int, x: torch.Tensor) -> Prompt:
+        """Prompts (m,) with states and actions from x (m, L, obs + act), the rest from task j's prompt."""
+        m, obs = x.shape[0], self.family.obs_dim
+        p = self.start_prompt(j).expand(m)
+        return Prompt(x[..., :obs] * p.mask.unsqueeze(-1), x[..., obs:], p.returns_to_go, p.timesteps, p.mask)
+
+    @torch.no_grad()
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        seg = self.normalised_segments(batch)
+        losses = []
+        for j, opt in enumerate(self._optimisers):
+            g = {k: v[j] for k, v in seg.items()}
+            B, m = g["seg_mask"].shape[0], opt.m
+            queries = opt.ask()  # (m, L, obs + act)
+            rows = {k: v.repeat(m, *([1] * (v.dim() - 1))) for k, v in g.items()}  # query-major
+            prompts = self._prompts_from(j, queries.repeat_interleave(B, dim=0))
+            scores = self.plm_action_loss(prompts, rows).view(m, B).mean(dim=1)
+            x = opt.tell(scores)
+            self.prompt_states[j] = x[..., :self.family.obs_dim] * self.prompt_mask[j].unsqueeze(-1)
+            self.prompt_actions[j] = x[..., self.family.obs_dim:]
+            losses.append(self.plm_action_loss(self.start_prompt(j), g).mean())
+        self.optimizers().step()
+        self.log("train/action_mse", torch.stack(losses).mean(), prog_bar=True)
+
+    def task_loss(self, j: int, g: dict) -> torch.Tensor:
+        return self.plm_action_loss(self.start_prompt(j), g)
+
+    def configure_optimizers(self):
+        # The rank updates write the prompt directly; this no-op optimiser only lets Lightning count the
+        # steps (with manual optimisation a step is an optimiser step), so `trainer.max_steps` holds.
+        return torch.optim.SGD([nn.Parameter(torch.zeros(()))], lr=0.0)
