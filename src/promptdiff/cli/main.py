@@ -5,6 +5,8 @@
     promptdiff data import-prompt-dt SRC --family NAME          convert Prompt-DT's pickles
     promptdiff data info FILE                                   summarise a trajectory file
     promptdiff fit --config conf/pretrain/<family>.yaml         pre-train the PLM (LightningCLI)
+    promptdiff fit --config conf/<family>.yaml                  Prompt Diffuser on the test tasks
+    promptdiff benchmark --config conf/benchmark/table1.yaml    methods x families x seeds -> results/
 
 Subcommands parse with jsonargparse (LightningCLI's parser): every option can come from a YAML
 given with --config and be overridden on the command line.
@@ -55,6 +57,15 @@ def _import_parser() -> ArgumentParser:
     return p
 
 
+def _benchmark_parser() -> ArgumentParser:
+    from promptdiff.benchmark import BenchmarkConfig
+
+    p = _config_parser(BenchmarkConfig, "Run every (method, family, seed) cell of a benchmark that has no result "
+                       "yet, each as one `promptdiff fit`, and write table.md, table.csv and table.png.")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="run the config's small `quick` preset instead")
+    return p
+
+
 def _info_parser() -> ArgumentParser:
     p = ArgumentParser(description="Validate a trajectory file and print its per-task statistics.")
     p.add_argument("file", type=str)
@@ -68,6 +79,7 @@ def build_parser() -> ArgumentParser:
                             version=f"promptdiff {__version__}")  # fmt: skip
     sub = parser.add_subcommands(dest="command")
     sub.add_subcommand("collect", _collect_parser(), help="collect expert data for a task family")
+    sub.add_subcommand("benchmark", _benchmark_parser(), help="run a benchmark table (methods x families x seeds)")
     expert = ArgumentParser(description="Learned experts.")
     sub.add_subcommand("expert", expert, help="train the learned experts")
     expert_sub = expert.add_subcommands(dest="action")
@@ -106,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in collect(CollectConfig(**_strip(cfg.collect))):
                 print(path)
+        elif cfg.command == "benchmark":
+            from promptdiff.benchmark import BenchmarkConfig, MethodSpec, run
+
+            args = _strip(cfg.benchmark)
+            quick = args.pop("quick")
+            args["methods"] = [MethodSpec(**m) for m in args["methods"]]
+            result = run(BenchmarkConfig(**args), quick=quick)
+            for path in result["outputs"].values():
+                print(path)
+            if result["failed"]:
+                print(f"promptdiff: {len(result['failed'])} cells failed: {', '.join(result['failed'])}", file=sys.stderr)
+                return 1
         elif cfg.command == "expert":
             from promptdiff.data.expert_training import ExpertTrainingConfig, train_expert
 

@@ -54,7 +54,7 @@ def _loader(stream: IterableDataset) -> DataLoader:
 class PromptDTDataModule(L.LightningDataModule):
     def __init__(self, family: str, root: str = "datasets", quality: str = "expert", batch_size_per_task: int = 16,
                  context_length: int = 20, prompt_length: int = 5, seed: int = 0, val_batches: int = 4,
-                 train_tasks: list[int] | None = None):  # fmt: skip
+                 train_tasks: list[int] | None = None, include_test_tasks: bool = False):  # fmt: skip
         """
         Args:
             family: task family (its training tasks are pre-trained on).
@@ -66,6 +66,8 @@ class PromptDTDataModule(L.LightningDataModule):
             seed: base seed of the batch stream.
             val_batches: fixed validation batches (same every time) drawn from the training tasks.
             train_tasks: pre-train on these tasks only (default: the family's training split).
+            include_test_tasks: also pre-train on the test tasks' full training data: the full-data upper
+                bound of the benchmark (datasets/<family>/plm_full.ckpt), never a few-shot PLM.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +76,8 @@ class PromptDTDataModule(L.LightningDataModule):
         unknown = sorted(set(self.train_tasks) - set(self.family.train_tasks))
         if unknown:
             raise ValueError(f"train_tasks {unknown} are not training tasks of {family}")
+        if include_test_tasks:
+            self.train_tasks += [t for t in self.family.test_tasks if t not in self.train_tasks]
         self.sampler: SegmentSampler | None = None
         self.state_mean = self.state_std = None
 

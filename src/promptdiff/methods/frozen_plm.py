@@ -34,9 +34,10 @@ def load_frozen_plm(path: str | Path, family: str, context_length: int, prompt_l
 
     path = Path(path)
     if not path.is_file():
+        full = " --data.init_args.include_test_tasks true" if path.name == "plm_full.ckpt" else ""
         raise FileNotFoundError(f"PLM checkpoint {path} not found: pre-train one with "
-                                f"`promptdiff fit --config conf/pretrain/{family}.yaml` or point `model.init_args.plm` "
-                                f"at a shipped datasets/<family>/plm.ckpt")  # fmt: skip
+                                f"`promptdiff fit --config conf/pretrain/{family}.yaml{full}` and copy its last.ckpt "
+                                f"there, or point `model.init_args.plm` at a shipped datasets/<family>/plm.ckpt")  # fmt: skip
     try:
         plm = PromptDTPretrain.load_policy(str(path))
     except Exception as err:  # noqa: BLE001 - any load failure is reported with the file
