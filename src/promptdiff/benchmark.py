@@ -267,7 +267,7 @@ def markdown(cfg: BenchmarkConfig, rows: list[dict]) -> str:
     complete = all(r["seeds"] == r["seeds_expected"] for r in rows)
     lines = [f"# {cfg.name}", "",
              f"Mean test return over seeds {cfg.seeds} (± std over seeds), {cfg.episodes} episodes per test task, "
-             f"prompt length 5.{'' if complete else ' INCOMPLETE: some cells are missing.'}", "",
+             f"prompt length 5 unless the method name says otherwise.{'' if complete else ' INCOMPLETE: some cells are missing.'}", "",
              "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
     for f in cfg.families:
         lines.append(f"| {f} | " + " | ".join(_cell(by[(m, f)]) for m in names) + " |")

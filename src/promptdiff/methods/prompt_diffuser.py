@@ -50,7 +50,7 @@ class PromptDiffuser(FrozenPLMMethod):
                  cond_dim: int = 64, time_dim: int = 64, cond_dropout: float = 0.0, guidance_scale: float = 1.0,
                  sample_steps: int = 10, clip_sample: float | None = None, combine: str = "projection",
                  lam: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 best_of_n: int = 1, sample_seed: int = 0):  # fmt: skip
+                 best_of_n: int = 1, sample_seed: int = 0, condition: str = "tail"):  # fmt: skip
         """
         Args:
             family: task family (linked from the data module).
@@ -76,6 +76,9 @@ class PromptDiffuser(FrozenPLMMethod):
             best_of_n: generate n candidate prompts per task and keep the one with the lowest PLM action
                 loss on the few-shot data.
             sample_seed: seed of prompt generation (noise of the sampler).
+            condition: where the generation's y comes from: "tail" (returns-to-go and timesteps of a few-shot
+                tail segment, as the expert prompt) or "target" (zero-shot: no target-task trajectory; the last
+                L steps of an episode that earns the family's target return at a constant rate).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +91,11 @@ class PromptDiffuser(FrozenPLMMethod):
             raise ValueError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
         if best_of_n < 1:
             raise ValueError(f"best_of_n must be >= 1, got {best_of_n}")
+        if condition not in ("tail", "target"):
+            raise ValueError(f"condition must be 'tail' or 'target', got {condition!r}")
+        if condition == "target" and best_of_n > 1:
+            raise ValueError("best_of_n ranks candidates on few-shot data, which zero-shot generation "
+                             "(condition 'target') does not have: set best_of_n 1")  # fmt: skip
         self.load_plm(family, plm, context_length, prompt_length, tasks=None if split == "test" else
                       list(get_family(family).train_tasks))  # fmt: skip
         fam = self.family
@@ -238,16 +246,21 @@ class PromptDiffuser(FrozenPLMMethod):
 
     @torch.no_grad()
     def generate_prompts(self, datamodule, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
-        """One generated prompt (P = 1, PLM units) per task; y from the few-shot tail of prompt seed `seed`."""
-        tails = datamodule.tail_prompts(tasks, seed)
+        """One generated prompt (P = 1, PLM units) per task; y from the few-shot tail of prompt seed `seed`
+        (or, with condition "target", from the target return alone)."""
+        zero_shot = self.hparams.condition == "target"
+        tails = None if zero_shot else datamodule.tail_prompts(tasks, seed)
         n = self.hparams.best_of_n
         out = {}
         was_training = self.training
         self.eval()
         for k, task in enumerate(tasks):
-            tail = tails[task].to(self.device)
-            rtg = tail.returns_to_go[..., 0].expand(n, -1)
-            ts = tail.timesteps.expand(n, -1)
+            if zero_shot:
+                rtg, ts = self.target_condition()
+            else:
+                tail = tails[task].to(self.device)
+                rtg, ts = tail.returns_to_go[..., 0], tail.timesteps
+            rtg, ts = rtg.expand(n, -1), ts.expand(n, -1)
             x0 = self.sample_x0(self.diffuser_for(task), rtg, ts, seed=self.hparams.sample_seed * 100_003 + seed * 1009 + k)
             prompts = self.codec.to_prompt(x0, rtg, ts)
             best = 0
@@ -261,6 +274,14 @@ class PromptDiffuser(FrozenPLMMethod):
             out[task] = prompts.index([best])
         self.train(was_training)
         return out
+
+    def target_condition(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-shot y (1, L): timesteps H - L .. H - 1 and the returns-to-go left there when the target
+        return G* is earned at a constant rate over the horizon H: G* (H - t) / H, in PLM units."""
+        fam, L = self.family, self.hparams.prompt_length
+        ts = torch.arange(fam.horizon - L, fam.horizon, device=self.device)
+        rtg = fam.target_return * (fam.horizon - ts) / fam.horizon / fam.rtg_scale
+        return rtg.float().unsqueeze(0), ts.unsqueeze(0)
 
     def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict[int, Prompt]]:
         """The prompt sets the rollout callback compares: generated and the expert baseline."""
