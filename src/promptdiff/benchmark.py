@@ -25,7 +25,7 @@ The cell's JSON (the rollout summary plus the command, wall time and tuned-param
 written only when the run succeeds: a rerun skips finished cells and retries the others.
 
 Outputs, under `<out_dir>/<name>` (`<name>_quick` with --quick): `cells/<method>/<family>/seed<s>.json`
-(+ `.log`), `table.md`, `table.csv` (one row per method and family: mean and std over seeds) and
+(+ `.log`, and `seed<s>/config.yaml`: the cell's fully resolved config), `table.md`, `table.csv` (one row per method and family: mean and std over seeds) and
 `table.png` (normalised score per family and method). Methods whose cell failed or is missing
 are shown as such, never averaged over fewer seeds silently.
 """
@@ -73,7 +73,7 @@ class BenchmarkConfig:
     out_dir: str = "results"
     """Root of the results."""
     workers: int = 1
-    """Cells run at once (each with threads = cores / workers)."""
+    """Cells run at once (each with OMP_NUM_THREADS threads if set, else cores / workers)."""
     quick_preset: dict | None = None
     """Overrides for --quick: families, seeds, episodes, and methods: {name: extra args}; methods not
     listed there are left out of the quick run."""
@@ -124,6 +124,7 @@ def command(cfg: BenchmarkConfig, cell: Cell) -> list[str]:
             f"--seed_everything={cell.seed}", f"--data.init_args.seed={cell.seed}",
             *[a.format(**fill) for a in cell.method.args],
             "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={cell.path.with_suffix('')}",  # the cell's resolved config.yaml lands there
             f"--trainer.callbacks={json.dumps([callback])}"]  # fmt: skip
 
 
@@ -159,7 +160,7 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
     every = cells(cfg)
     todo = [c for c in every if not c.path.is_file()]
     workers = max(1, int(workers or cfg.workers))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     failed = []
     bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
     with ThreadPoolExecutor(max_workers=workers) as pool:

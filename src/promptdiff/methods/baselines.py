@@ -157,7 +157,8 @@ class PromptDTFinetune(_GradientTuner):
         super().__init__()
         self.save_hyperparameters()
         self._init_tuner(family, plm, context_length, prompt_length)
-        self.models = nn.ModuleList(copy.deepcopy(self.plm).requires_grad_(True) for _ in self.tasks)
+        # train(): the copies come from the frozen PLM in eval mode, and Lightning keeps a module's mode at fit start
+        self.models = nn.ModuleList(copy.deepcopy(self.plm).requires_grad_(True).train() for _ in self.tasks)
 
     def task_loss(self, j: int, g: dict) -> torch.Tensor:
         return self.plm_action_loss(self.start_prompt(j), g, model=self.models[j])
