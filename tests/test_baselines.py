@@ -14,7 +14,7 @@ import yaml
 from promptdiff.cli.main import main
 from promptdiff.data.fewshot import FewShotDataModule
 from promptdiff.envs import get_family
-from promptdiff.methods import Adaptor, PromptDTEval, PromptDTFinetune, PromptTuningDT, SoftPrompt
+from promptdiff.methods import Adaptor, PromptDTFinetune, PromptTuningDT, SoftPrompt
 from promptdiff.methods.frozen_plm import load_frozen_plm
 from promptdiff.models import Prompt, PromptTokens
 
