@@ -19,9 +19,12 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "pillow==13.0.0",
+    "scikit-learn==1.9.1",
 ]
 
-EXTRAS_REQUIRE = {"test": ["pytest==9.2.0"]}
+# The notebooks are executed by the test suite (tests/test_notebooks.py) in a Jupyter kernel.
+EXTRAS_REQUIRE = {"test": ["pytest==9.2.0", "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"]}
 
 setup(
     name="promptdiff",

@@ -187,8 +187,10 @@ def test_missing_or_foreign_plm_fails_before_training(tmp_path):
         PromptDiffuser("point_robot", plm=str(tmp_path / "nowhere.ckpt"))
     with pytest.raises(ValueError, match="'point_robot', not 'cheetah_dir'"):
         PromptDiffuser("cheetah_dir", plm=str(ROOT / "datasets" / "point_robot" / "plm.ckpt"))
-    with pytest.raises(ValueError, match="prompt_length 5, the config asks for 3"):
-        PromptDiffuser("point_robot", prompt_length=3)
+    with pytest.raises(ValueError, match="context_length 20, the config asks for 10"):
+        PromptDiffuser("point_robot", context_length=10)
+    # the prompt length may differ from pre-training's (no positional embedding): a valid, shorter prompt
+    assert PromptDiffuser("point_robot", prompt_length=3).codec.L == 3
     # through the CLI: the run stops while building the model, before any step, naming the file
     with pytest.raises(Exception, match="nowhere.ckpt not found"):
         main(["fit", "--config", str(ROOT / "conf" / "point_robot.yaml"), "--model.init_args.plm",

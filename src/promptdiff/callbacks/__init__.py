@@ -1,6 +1,7 @@
-"""Lightning callbacks: scheduled rollouts of the policy, figures, logging to TensorBoard."""
+"""Lightning callbacks: scheduled rollouts of the policy, figures and videos, logging to TensorBoard."""
 
-from promptdiff.callbacks.figures import DenoisingChainCallback
+from promptdiff.callbacks.figures import DenoisingChainCallback, PromptSpaceCallback
 from promptdiff.callbacks.rollout import RolloutCallback
+from promptdiff.callbacks.video import RolloutVideoCallback
 
-__all__ = ["DenoisingChainCallback", "RolloutCallback"]
+__all__ = ["DenoisingChainCallback", "PromptSpaceCallback", "RolloutCallback", "RolloutVideoCallback"]

@@ -1,4 +1,4 @@
-"""TensorBoard figures of Prompt Diffuser: the reverse denoising chain of a generated prompt.
+"""TensorBoard figures of prompt tuning: the reverse denoising chain and the map of prompts.
 
 `DenoisingChainCallback` samples one test task's prompt from noise every `every_n_val_epochs`
 validation epochs (never in the sanity check) and logs, as the image `figures/denoising_chain`,
@@ -6,40 +6,33 @@ one panel per prompt step: each state dimension (normalised units) against the d
 from pure noise (left) to the generated prompt (right), with the expert few-shot prompt's value
 of the same dimension marked at the right edge. The module must provide
 `denoising_chain(datamodule, task, seed) -> (chain_states (n+1, L, obs_dim), expert_states (L, obs_dim))`.
+
+`PromptSpaceCallback` logs, once at the end of `fit`, the image `figures/prompt_space`: every
+prompt set of the module (`rollout_prompt_sets`: for Prompt Diffuser the generated and the expert
+prompts) for every test task and `prompts_per_task` prompt seeds, projected to 2-D
+(`promptdiff.viz.space`: t-SNE from 20 points on, PCA below), coloured by task and marked by set.
+With the defaults (8 seeds) the families give 32 (cheetah_dir, 2 test tasks) to 80 points, so t-SNE.
+
+The drawing itself lives in `promptdiff.viz`; these callbacks only schedule it and log it.
 """
 
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
+
+from promptdiff.viz import denoising_figure, project_2d, prompt_points, prompt_space_figure
+
+__all__ = ["DenoisingChainCallback", "PromptSpaceCallback", "denoising_figure"]
 
 
-def denoising_figure(chain_states: np.ndarray, expert_states: np.ndarray | None = None, dims: int = 8,
-                     title: str = ""):  # fmt: skip
-    """A matplotlib Figure: chain_states (n+1, L, obs_dim), expert_states (L, obs_dim) or None."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    steps, L_, obs_dim = chain_states.shape
-    shown = list(range(min(dims, obs_dim)))
-    colors = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, L_, figsize=(3.0 * L_, 3.0), sharey=True, squeeze=False)
-    x = np.arange(steps)
-    for l, ax in enumerate(axes[0]):
-        for k, d in enumerate(shown):
-            ax.plot(x, chain_states[:, l, d], color=colors(k % 10), lw=1.2, label=f"s[{d}]")
-            if expert_states is not None:
-                ax.scatter([steps - 1 + 0.4], [expert_states[l, d]], color=colors(k % 10), marker="x", s=25)
-        ax.set_title(f"prompt step {l + 1}")
-        ax.set_xlabel("denoising step (0 = noise)")
-    axes[0][0].set_ylabel("state (normalised)")
-    axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if title:
-        fig.suptitle(title + "   (x: expert prompt)")
-    fig.tight_layout()
-    return fig
+def _log_figure(trainer: L.Trainer, tag: str, fig) -> bool:
+    """Add `fig` to the trainer's TensorBoard logger; False when there is none."""
+    logger = trainer.logger
+    experiment = getattr(logger, "experiment", None) if logger is not None else None
+    if experiment is None or not hasattr(experiment, "add_figure"):
+        return False
+    experiment.add_figure(tag, fig, global_step=trainer.global_step, close=False)
+    return True
 
 
 class DenoisingChainCallback(L.Callback):
@@ -67,10 +60,45 @@ class DenoisingChainCallback(L.Callback):
         fig = denoising_figure(chain, expert, self.dims,
                                title=f"{module.family.name} task {task}, step {trainer.global_step}")  # fmt: skip
         self.last_figure = fig
-        logger = trainer.logger
-        if logger is not None and hasattr(logger.experiment, "add_figure"):
-            logger.experiment.add_figure("figures/denoising_chain", fig, global_step=trainer.global_step, close=True)
-        else:
-            import matplotlib.pyplot as plt
+        _log_figure(trainer, "figures/denoising_chain", fig)
 
-            plt.close(fig)
+
+class PromptSpaceCallback(L.Callback):
+    def __init__(self, prompts_per_task: int = 8, seed: int = 0, space: str = "auto", projection: str = "auto",
+                 min_tsne_points: int = 20):  # fmt: skip
+        """
+        Args:
+            prompts_per_task: prompt seeds per task and set (seeds seed, seed + 1, ...): each gives a new
+                sampler noise for generated prompts and a few-shot tail for expert prompts.
+            seed: first prompt seed; also the seed of t-SNE.
+            space: "trajectory" (states and actions), "tokens" (the PLM's prompt embedding; needed for soft
+                prompts) or "auto" (trajectory unless a set holds embedded prompts).
+            projection: "tsne", "pca" or "auto" (t-SNE from `min_tsne_points` points on, else PCA).
+            min_tsne_points: see `projection`.
+        """
+        super().__init__()
+        if prompts_per_task < 1:
+            raise ValueError(f"prompts_per_task must be >= 1, got {prompts_per_task}")
+        self.n, self.seed, self.space, self.projection = prompts_per_task, seed, space, projection
+        self.min_tsne_points = min_tsne_points
+        self.last_figure = None
+        self.last_projection: str | None = None
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not hasattr(module, "rollout_prompt_sets"):
+            return
+        tasks = list(module.family.test_tasks)
+        was_training = module.training
+        triples = []
+        for s in range(self.seed, self.seed + self.n):
+            for name, prompts in module.rollout_prompt_sets(trainer.datamodule, tasks, s).items():
+                triples += [(name, t, prompts[t]) for t in tasks]
+        module.train(was_training)
+        X, task_ids, labels, space = prompt_points(triples, plm=getattr(module, "plm", None), space=self.space)
+        Y, used = project_2d(X, self.projection, seed=self.seed, min_tsne_points=self.min_tsne_points)
+        self.last_projection = used
+        title = (f"{module.family.name}: prompts of the test tasks, {self.n} prompt seeds\n"
+                 f"({used} of the prompts' {space} vectors, step {trainer.global_step})")  # fmt: skip
+        fig = prompt_space_figure(Y, task_ids, labels, title=title, projection=used)
+        self.last_figure = fig
+        _log_figure(trainer, "figures/prompt_space", fig)

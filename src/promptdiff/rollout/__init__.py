@@ -6,5 +6,6 @@
 
 from promptdiff.rollout.dt_policy import DTPolicy
 from promptdiff.rollout.evaluator import episode_seed, evaluate, evaluate_sequential
+from promptdiff.rollout.video import RenderingUnavailable, render_episode
 
-__all__ = ["DTPolicy", "episode_seed", "evaluate", "evaluate_sequential"]
+__all__ = ["DTPolicy", "RenderingUnavailable", "episode_seed", "evaluate", "evaluate_sequential", "render_episode"]
