@@ -203,6 +203,26 @@ def test_collect_and_markdown_on_hand_written_cells(tmp_path):
     assert Path(outputs["png"]).read_bytes().startswith(PNG_MAGIC) and "missing" in Path(outputs["md"]).read_text()
 
 
+def test_tables_only_runs_nothing_and_tabulates_the_cells_that_exist(tmp_path, monkeypatch, capsys):
+    """`--tables_only`: cells copied in from elsewhere are tabulated; missing ones show as missing, none runs."""
+    monkeypatch.setattr(bench, "run_cell", lambda *a: pytest.fail("a cell ran"))
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump({"name": "t", "families": ["point_robot"], "seeds": [0, 1], "out_dir": str(tmp_path),
+                                      "reference": "prompt_dt", "methods": [
+                                          {"name": "prompt_dt", "config": "conf/baselines/prompt_dt.yaml"},
+                                          {"name": "mt_orl", "config": "conf/baselines/mt_orl.yaml"}]}))  # fmt: skip
+    cfg = load(config)
+    path = {(c.method.name, c.seed): c.path for c in cells(cfg)}
+    _cell_json(path[("prompt_dt", 0)], -4.0, 0.9)
+    _cell_json(path[("prompt_dt", 1)], -6.0, 0.8)
+    assert main(["benchmark", "--config", str(config), "--tables_only"]) == 0
+    assert not path[("mt_orl", 0)].exists() and not path[("mt_orl", 0)].with_suffix(".log").exists()
+    md = (tmp_path / "t" / "table.md").read_text()
+    line = next(line for line in md.splitlines() if line.startswith("| point_robot |"))
+    assert [c.strip() for c in line.split("|")[2:-1]] == ["-5.0 ± 1.0", "missing"]
+    assert "INCOMPLETE" in md and str(tmp_path / "t" / "table.md") in capsys.readouterr().out
+
+
 def test_resolve_quick_keeps_only_the_preset_methods():
     cfg = BenchmarkConfig(name="b", methods=[MethodSpec("a", "a.yaml", ["--x=1"]), MethodSpec("b", "b.yaml"),
                                              MethodSpec("c", "c.yaml")],

@@ -151,14 +151,18 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell, threads: int) -> tuple[Cell, bool
     return cell, True, wall
 
 
-def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, progress: bool = True) -> dict:
-    """Run the missing cells, then write the tables; returns {"done", "failed", "skipped", "outputs"}."""
+def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, progress: bool = True,
+        tables_only: bool = False) -> dict:
+    """Run the missing cells, then write the tables; returns {"done", "failed", "skipped", "outputs"}.
+
+    `tables_only`: run nothing, only (re)write the tables from the cells that exist (e.g. cells
+    copied in from another machine); missing cells show as missing."""
     from tqdm import tqdm
 
     cfg = resolve(cfg, quick)
     _check(cfg)
     every = cells(cfg)
-    todo = [c for c in every if not c.path.is_file()]
+    todo = [] if tables_only else [c for c in every if not c.path.is_file()]
     workers = max(1, int(workers or cfg.workers))
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     failed = []
@@ -174,7 +178,8 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
     bar.close()
     outputs = write_tables(cfg, every)
     return {"done": len(todo) - len(failed), "failed": [c.label for c in failed],
-            "skipped": len(every) - len(todo), "outputs": outputs}  # fmt: skip
+            "skipped": sum(c.path.is_file() for c in every) if tables_only else len(every) - len(todo),
+            "outputs": outputs}  # fmt: skip
 
 
 def _check(cfg: BenchmarkConfig) -> None:

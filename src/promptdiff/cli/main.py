@@ -63,6 +63,8 @@ def _benchmark_parser() -> ArgumentParser:
     p = _config_parser(BenchmarkConfig, "Run every (method, family, seed) cell of a benchmark that has no result "
                        "yet, each as one `promptdiff fit`, and write table.md, table.csv and table.png.")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="run the config's small `quick` preset instead")
+    p.add_argument("--tables_only", action="store_true",
+                   help="run no cell; only rewrite table.md/.csv/.png from the cells that exist")
     return p
 
 
@@ -122,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             from promptdiff.benchmark import BenchmarkConfig, MethodSpec, run
 
             args = _strip(cfg.benchmark)
-            quick = args.pop("quick")
+            quick, tables_only = args.pop("quick"), args.pop("tables_only")
             args["methods"] = [MethodSpec(**m) for m in args["methods"]]
-            result = run(BenchmarkConfig(**args), quick=quick)
+            result = run(BenchmarkConfig(**args), quick=quick, tables_only=tables_only)
             for path in result["outputs"].values():
                 print(path)
             if result["failed"]:
