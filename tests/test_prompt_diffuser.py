@@ -165,6 +165,35 @@ def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
                        time_dim=16, diffusion_steps=10)  # fmt: skip
 
 
+def test_shipped_stage_one_diffuser_drives_the_zero_shot_prompt():
+    """ant_dir_ood's shipped stage-1 diffuser fits conf/ant_dir_ood.yaml's diffuser, and the zero-shot prompt
+    (condition "target") is generated from the target return alone: no few-shot data is touched."""
+    ckpt = ROOT / "datasets" / "ant_dir_ood" / "diffuser_stage1.ckpt"
+    hp = yaml.safe_load((ROOT / "conf" / "ant_dir_ood.yaml").read_text())["model"]["init_args"]
+    hp.update(plm=str(ROOT / hp["plm"]), init_diffuser=str(ckpt), condition="target")
+    module = PromptDiffuser("ant_dir_ood", **{k: v for k, v in hp.items() if k != "family"})
+    shipped = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    for d in module.diffusers:
+        for k, v in d.state_dict().items():
+            assert torch.equal(v, shipped[f"diffusers.0.{k}"]), k
+
+    class NoData:  # any access to the target tasks' data fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"zero-shot generation read the data module's {name}")
+
+    tasks = list(get_family("ant_dir_ood").test_tasks)
+    prompts = module.generate_prompts(NoData(), tasks, seed=0)
+    rtg, ts = module.target_condition()
+    fam = module.family
+    assert ts[0].tolist() == list(range(fam.horizon - 5, fam.horizon))
+    assert torch.all(rtg[0, 1:] < rtg[0, :-1]) and rtg[0, -1] == pytest.approx(fam.target_return / fam.horizon / fam.rtg_scale)
+    for task, prompt in prompts.items():
+        torch.testing.assert_close(prompt.returns_to_go[0, :, 0], rtg[0])
+        assert torch.equal(prompt.timesteps[0], ts[0]) and torch.isfinite(prompt.states).all()
+    # one diffuser, one y: the tasks' prompts differ only through their sampling noise
+    assert not torch.equal(prompts[tasks[0]].states, prompts[tasks[1]].states)
+
+
 def test_nan_loss_stops_with_step_and_loss_named(tmp_path, monkeypatch):
     module = PromptDiffuser("point_robot", **SMALL)
     real = module.diffusion.training_terms
