@@ -203,6 +203,26 @@ def test_collect_and_markdown_on_hand_written_cells(tmp_path):
     assert Path(outputs["png"]).read_bytes().startswith(PNG_MAGIC) and "missing" in Path(outputs["md"]).read_text()
 
 
+def test_averages_never_mix_in_partial_cells(tmp_path):
+    """A method with a partial family gets no overall average; a second row averages the families that are
+    complete for every method."""
+    methods = [MethodSpec("a", "a.yaml"), MethodSpec("b", "b.yaml")]
+    cfg = BenchmarkConfig(name="t", methods=methods, families=["point_robot", "cheetah_dir"], seeds=[0, 1],
+                          reference="a", out_dir=str(tmp_path))  # fmt: skip
+    every = cells(cfg)
+    ret = {("a", "point_robot"): [-4.0, -6.0], ("a", "cheetah_dir"): [100.0, 110.0],
+           ("b", "point_robot"): [-3.0, -5.0], ("b", "cheetah_dir"): [90.0]}  # b misses a seed on cheetah_dir
+    for c in every:
+        r = ret[(c.method.name, c.family)]
+        if c.seed < len(r):
+            _cell_json(c.path, r[c.seed], r[c.seed] / 100)
+    md = markdown(cfg, collect(cfg, every)).splitlines()
+    first = md.index(next(line for line in md if line.startswith("| average |")))
+    assert [c.strip() for c in md[first].split("|")[2:-1]] == [f"{np.mean([-4, -6, 100, 110]):.1f}", "—"]
+    assert md[first + 1].startswith("| average over point_robot (complete for every method) |")
+    assert [c.strip() for c in md[first + 1].split("|")[2:-1]] == ["-5.0", "-4.0"]
+
+
 def test_tables_only_runs_nothing_and_tabulates_the_cells_that_exist(tmp_path, monkeypatch, capsys):
     """`--tables_only`: cells copied in from elsewhere are tabulated; missing ones show as missing, none runs."""
     monkeypatch.setattr(bench, "run_cell", lambda *a: pytest.fail("a cell ran"))

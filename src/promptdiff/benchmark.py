@@ -267,6 +267,25 @@ def _cell(r: dict, key: str = "return") -> str:
     return text if r["seeds"] == r["seeds_expected"] else f"{text} ({r['seeds']}/{r['seeds_expected']} seeds)"
 
 
+def _average_rows(by: dict, names: list[str], families: list[str], key: str, fmt: str) -> list[str]:
+    """The average row over all families (a method's entry only when all its cells have every seed),
+    and, when some family is incomplete, a second row over the families complete for every method, so
+    that methods can still be compared on equal terms."""
+
+    def row(label: str, fams: list[str]) -> str:
+        vals = [[by[(m, f)][key] for f in fams] for m in names]
+        done = [all(by[(m, f)]["seeds"] == by[(m, f)]["seeds_expected"] for f in fams) for m in names]
+        return f"| {label} | " + " | ".join(fmt.format(np.mean(v)) if ok and None not in v else "—"
+                                           for v, ok in zip(vals, done)) + " |"  # fmt: skip
+
+    lines = [row("average", families)]
+    common = [f for f in families if all(by[(m, f)]["seeds"] == by[(m, f)]["seeds_expected"]
+                                         and by[(m, f)][key] is not None for m in names)]  # fmt: skip
+    if common and common != families:
+        lines.append(row(f"average over {', '.join(common)} (complete for every method)", common))
+    return lines
+
+
 def markdown(cfg: BenchmarkConfig, rows: list[dict]) -> str:
     by = {(r["method"], r["family"]): r for r in rows}
     names = [m.name for m in cfg.methods]
@@ -277,21 +296,13 @@ def markdown(cfg: BenchmarkConfig, rows: list[dict]) -> str:
              "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
     for f in cfg.families:
         lines.append(f"| {f} | " + " | ".join(_cell(by[(m, f)]) for m in names) + " |")
-    avg = []
-    for m in names:
-        vals = [by[(m, f)]["return_mean"] for f in cfg.families]
-        avg.append("—" if any(v is None for v in vals) else f"{np.mean(vals):.1f}")
-    lines.append("| average | " + " | ".join(avg) + " |")
+    lines += _average_rows(by, names, cfg.families, "return_mean", "{:.1f}")
     lines += ["", "Normalised score ((return - random) / (expert - random), dataset cards), mean ± std over seeds:", "",
               "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
     for f in cfg.families:
         lines.append(f"| {f} | " + " | ".join(_cell(by[(m, f)], "score") if by[(m, f)]["score_mean"] is not None
                                               else "—" for m in names) + " |")  # fmt: skip
-    avg = []
-    for m in names:
-        vals = [by[(m, f)]["score_mean"] for f in cfg.families]
-        avg.append("—" if any(v is None for v in vals) else f"{np.mean(vals):.3f}")
-    lines.append("| average | " + " | ".join(avg) + " |")
+    lines += _average_rows(by, names, cfg.families, "score_mean", "{:.3f}")
     if cfg.reference in names:
         lines += ["", f"Return relative to {cfg.reference} on the same family (> 1: better; for negative returns "
                       f"the inverse ratio):", "", "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
