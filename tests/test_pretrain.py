@@ -37,7 +37,7 @@ def tiny_data(family: str, root: Path) -> list[int]:
 
 def shrink_args(tmp_path: Path, train_tasks: list[int], steps: int = 3) -> list[str]:
     callbacks = [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        {"class_path": "promptdiff.callbacks.ModelCheckpoint",  # the configs' checkpoint callback
          "init_args": {"dirpath": str(tmp_path / "ckpt"), "every_n_train_steps": 2, "save_last": True}},
         {"class_path": "promptdiff.callbacks.RolloutCallback",
          "init_args": {"every_n_val_epochs": 1, "episodes": 1, "card_root": str(tmp_path / "data")}},
@@ -63,6 +63,8 @@ def test_shrunk_pretrain_config_fits_logs_and_checkpoints(family, tmp_path):
     assert {"train/action_mse", "val/action_mse", "rollout/return_mean"} <= tags
     assert {f"rollout/return_task{t}" for t in get_family(family).test_tasks} <= tags
     ckpt = tmp_path / "ckpt" / "last.ckpt"
+    # 3 steps with a save every 2: Lightning's own callback would leave step 2 in last.ckpt
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 3
     policy = PromptDTPretrain.load_policy(str(ckpt))  # rebuilt from the checkpoint alone
     fam = get_family(family)
     assert policy.hparams.family == family and policy.model.obs_dim == fam.obs_dim
@@ -127,3 +129,11 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path):
     np.testing.assert_allclose(first, full[:3], rtol=1e-6)
     np.testing.assert_allclose(second, full[3:], rtol=1e-6)
     assert len(set(np.round(full, 6))) > 1
+
+
+def test_every_config_checkpoints_the_final_step():
+    # Lightning's ModelCheckpoint keeps only the last periodic save in last.ckpt; ours adds the final step
+    for config in sorted((ROOT / "conf").rglob("*.yaml")):
+        callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
+        paths = [c["class_path"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+        assert paths in ([], ["promptdiff.callbacks.ModelCheckpoint"]), config

@@ -25,7 +25,7 @@ SMALL = dict(hidden=32, blocks=1, cond_dim=16, time_dim=16, diffusion_steps=10)
 
 
 def shrink_args(tmp_path: Path, steps: int = 2, rollouts: bool = True) -> list[str]:
-    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+    callbacks = [{"class_path": "promptdiff.callbacks.ModelCheckpoint",
                   "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}},
                  {"class_path": "promptdiff.callbacks.DenoisingChainCallback", "init_args": {"dims": 3, "every_n_val_epochs": 1}}]  # fmt: skip
     if rollouts:
