@@ -273,3 +273,28 @@ def test_every_baseline_config_fits_and_writes_final_json(config, tmp_path, plm)
     assert set(primary["tasks"]) == {str(t) for t in FAM.test_tasks}
     assert np.isfinite(primary["return_mean"]) and "score_mean" in primary
     assert summary["tuned_parameters"] == expected_tuned_parameters(cls_name, init_args, plm)
+
+
+def test_prompt_quality_changes_the_starting_prompt_not_the_tuning_data(tmp_path):
+    # the prompt-initialisation study: tune on expert data, start from (or condition on) a random prompt
+    from promptdiff.data.collect import collect, default_collect_config
+
+    fam = get_family(FAMILY)
+    cfg = default_collect_config(FAMILY, root=str(tmp_path), tasks=list(fam.test_tasks), episodes_per_task=1,
+                                 prompt_episodes=2, card=False, workers=1)
+    cfg.qualities = ["expert", "random"]
+    collect(cfg)
+    plain = FewShotDataModule(FAMILY, root=str(tmp_path), batch_size=4, seed=0)
+    mixed = FewShotDataModule(FAMILY, root=str(tmp_path), batch_size=4, seed=0, prompt_quality="random")
+    worse = FewShotDataModule(FAMILY, root=str(tmp_path), batch_size=4, seed=0, quality="random")
+    tasks = list(fam.test_tasks)
+    start, start_random = plain.tail_prompts(tasks, seed=1), mixed.tail_prompts(tasks, seed=1)
+    for t in tasks:  # the starting prompt is the random pool's, the same one quality="random" gives
+        assert not torch.equal(start[t].actions, start_random[t].actions)
+        torch.testing.assert_close(start_random[t].actions, worse.tail_prompts(tasks, seed=1)[t].actions)
+    a, b = plain.draw(np.random.default_rng(3)), mixed.draw(np.random.default_rng(3))
+    for key in ("window", "segment"):  # the tuning data stays the expert data
+        for name, value in a[key].items():
+            torch.testing.assert_close(b[key][name], value)
+    with pytest.raises(ValueError, match="prompt_quality must be one of"):
+        FewShotDataModule(FAMILY, root=str(tmp_path), prompt_quality="expret")

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from promptdiff.data.datamodule import _loader  # same endless-stream loader as pre-training
+from promptdiff.data.hdf5_format import QUALITIES
 from promptdiff.data.segments import SegmentSampler, TaskData, load_family_data
 from promptdiff.envs import get_family
 from promptdiff.models import Prompt
@@ -98,7 +99,8 @@ class _FewShotStream(IterableDataset):
 class FewShotDataModule(L.LightningDataModule):
     def __init__(self, family: str, root: str = "datasets", quality: str = "expert", split: str = "test",
                  source: str = "prompt", tasks: list[int] | None = None, batch_size: int = 32,
-                 context_length: int = 20, prompt_length: int = 5, seed: int = 0, val_batches: int = 2):  # fmt: skip
+                 context_length: int = 20, prompt_length: int = 5, seed: int = 0, val_batches: int = 2,
+                 prompt_quality: str | None = None):  # fmt: skip
         """
         Args:
             family: task family.
@@ -113,6 +115,10 @@ class FewShotDataModule(L.LightningDataModule):
             prompt_length: L, the steps of each prompt window.
             seed: base seed of the batch stream.
             val_batches: fixed validation batches (the same every time).
+            prompt_quality: quality of the pool the task's starting prompt is cut from (`tail_prompts`: the
+                prompt Prompt-DT evaluates, the soft prompt and Prompt-Tuning DT start from, and Prompt
+                Diffuser takes its condition y from), while tuning still reads `quality` data (default: the
+                same). The prompt-initialisation study sets it apart from `quality`.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -124,6 +130,9 @@ class FewShotDataModule(L.LightningDataModule):
         if split == "test" and source == "train":
             raise ValueError("source 'train' reads the test tasks' full data: few-shot tuning may only use their "
                              "prompt pool (source 'prompt')")  # fmt: skip
+        for name, q in (("quality", quality), ("prompt_quality", prompt_quality)):
+            if q is not None and q not in QUALITIES:
+                raise ValueError(f"{name} must be one of {QUALITIES}, got {q!r}")
         pool = list(self.family.test_tasks if split == "test" else self.family.train_tasks)
         self.tasks = pool if tasks is None else [int(t) for t in tasks]
         unknown = sorted(set(self.tasks) - set(pool))
@@ -131,6 +140,7 @@ class FewShotDataModule(L.LightningDataModule):
             raise ValueError(f"tasks {unknown} are not {split} tasks of {family} ({pool})")
         self.windows: WindowSampler | None = None
         self.segments: SegmentSampler | None = None
+        self.tails: SegmentSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.windows is not None:
@@ -143,6 +153,11 @@ class FewShotDataModule(L.LightningDataModule):
         # segments come from `data`; the sampler's prompts (tails of the prompt pool) give the expert prompts
         self.segments = SegmentSampler(data, prompt, zeros, ones, fam.rtg_scale, K=hp.context_length,
                                        prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
+        self.tails = self.segments
+        if hp.prompt_quality not in (None, hp.quality):  # starting prompts from another pool
+            _, start = load_family_data(fam, hp.root, hp.prompt_quality, tasks=self.tasks)
+            self.tails = SegmentSampler(data, start, zeros, ones, fam.rtg_scale, K=hp.context_length,
+                                        prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
 
     @property
     def x_dim(self) -> int:
@@ -182,10 +197,10 @@ class FewShotDataModule(L.LightningDataModule):
 
     def tail_prompts(self, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
         """One RAW prompt (P = 1, states unnormalised) per task: the tail of a random trajectory of
-        its few-shot pool, drawn exactly as the pre-training module's `expert_prompts`."""
+        its few-shot pool (of `prompt_quality`), drawn exactly as the pre-training module's `expert_prompts`."""
         self.setup()
         rng = np.random.default_rng([seed, 7])
-        return {t: self.segments.sample(t, 1, rng)[0] for t in tasks}
+        return {t: self.tails.sample(t, 1, rng)[0] for t in tasks}
 
 
 def _to(obj, device):
