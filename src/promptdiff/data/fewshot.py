@@ -150,14 +150,14 @@ class FewShotDataModule(L.LightningDataModule):
         data = prompt if hp.source == "prompt" else train
         self.windows = WindowSampler(data, hp.prompt_length, fam.rtg_scale, fam.horizon)
         zeros, ones = np.zeros(fam.obs_dim), np.ones(fam.obs_dim)  # raw states: the method normalises
-        # segments come from `data`; the sampler's prompts (tails of the prompt pool) give the expert prompts
-        self.segments = SegmentSampler(data, prompt, zeros, ones, fam.rtg_scale, K=hp.context_length,
-                                       prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
-        self.tails = self.segments
+
+        def sampler(pool):  # segments come from `data`; the tails of `pool` give the starting prompts
+            return SegmentSampler(data, pool, zeros, ones, fam.rtg_scale, K=hp.context_length,
+                                  prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
+
+        self.segments = self.tails = sampler(prompt)
         if hp.prompt_quality not in (None, hp.quality):  # starting prompts from another pool
-            _, start = load_family_data(fam, hp.root, hp.prompt_quality, tasks=self.tasks)
-            self.tails = SegmentSampler(data, start, zeros, ones, fam.rtg_scale, K=hp.context_length,
-                                        prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
+            self.tails = sampler(load_family_data(fam, hp.root, hp.prompt_quality, tasks=self.tasks)[1])
 
     @property
     def x_dim(self) -> int:
