@@ -125,9 +125,16 @@ def test_rerun_runs_only_missing_cells(quick, monkeypatch):
     def mtimes():
         return {c.label: c.path.stat().st_mtime_ns for c in every if c.path.is_file()}
 
+    runs_path = quick["dir"] / "runs.json"
+    first = json.loads(runs_path.read_text())  # the fixture's invocation, timed
+    assert len(first) == 1 and first[0]["finished"] and first[0]["workers"] == WORKERS
+    assert first[0]["cells_done"] + first[0]["cells_failed"] == first[0]["cells_todo"] == len(every)
+    assert first[0]["cells_failed"] == len(retried) and first[0]["elapsed_s"] > 0
+
     before = mtimes()
     result = run(cfg0, quick=True, workers=WORKERS, progress=False)
     assert ran == retried
+    assert len(json.loads(runs_path.read_text())) == 1 + bool(retried)  # nothing to run: nothing recorded
     assert result["skipped"] == len(every) - len(retried) and result["done"] == 0 and result["failed"] == retried
     assert mtimes() == before
 
@@ -141,6 +148,11 @@ def test_rerun_runs_only_missing_cells(quick, monkeypatch):
     assert redo.path.is_file() and after.keys() == before.keys()
     assert {k: v for k, v in after.items() if k != redo.label} == {k: v for k, v in before.items() if k != redo.label}
     assert json.loads(redo.path.read_text())["benchmark_method"] == "mt_orl"
+    runs = json.loads(runs_path.read_text())
+    assert runs[0] == first[0] and runs[-1]["cells_done"] == 1 and runs[-1]["finished"]
+    total = sum(r["elapsed_s"] for r in runs) / 60
+    assert f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min " \
+        f"for {sum(r['cells_done'] for r in runs)} cells, in {len(runs)} invocation(s)" in (quick["dir"] / "table.md").read_text()
 
 
 # -- pure functions ----------------------------------------------------------------------------------

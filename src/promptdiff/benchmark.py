@@ -28,6 +28,11 @@ Outputs, under `<out_dir>/<name>` (`<name>_quick` with --quick): `cells/<method>
 (+ `.log`, and `seed<s>/config.yaml`: the cell's fully resolved config), `table.md`, `table.csv` (one row per method and family: mean and std over seeds) and
 `table.png` (normalised score per family and method). Methods whose cell failed or is missing
 are shown as such, never averaged over fewer seeds silently.
+
+`runs.json` records every invocation that ran cells: start, elapsed wall-clock time (updated after
+each finished cell, so a run that is killed keeps its record up to its last finished cell), cells
+finished and failed, workers, threads and the machine. A table run in several sittings (resumed)
+is timed by the sum of its invocations' elapsed times; table.md reports it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -166,20 +172,64 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
     workers = max(1, int(workers or cfg.workers))
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     failed = []
+    log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo), workers=workers, threads=threads) \
+        if todo else None  # fmt: skip
     bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for future in as_completed([pool.submit(run_cell, cfg, c, threads) for c in todo]):
             cell, ok, wall = future.result()
+            log.cell_finished(ok)
             bar.update(1)
             bar.set_postfix_str(f"{cell.label} {'ok' if ok else 'FAILED'} {wall:.0f}s")
             if not ok:
                 failed.append(cell)
                 tqdm.write(f"cell {cell.label} failed: see {cell.path.with_suffix('.log')}", file=sys.stderr)
     bar.close()
+    if log is not None:
+        log.close()
     outputs = write_tables(cfg, every)
     return {"done": len(todo) - len(failed), "failed": [c.label for c in failed],
             "skipped": sum(c.path.is_file() for c in every) if tables_only else len(every) - len(todo),
             "outputs": outputs}  # fmt: skip
+
+
+class RunLog:
+    """This invocation's entry in runs.json (a list, one entry per invocation that ran cells),
+    rewritten atomically at the start, after every finished cell and at the end."""
+
+    def __init__(self, path: Path, todo: int, workers: int, threads: int):
+        self.path = path
+        self.start = time.perf_counter()
+        runs = load_runs(path)
+        self.entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "elapsed_s": 0.0,
+                      "cells_todo": todo, "cells_done": 0, "cells_failed": 0, "finished": False,
+                      "workers": workers, "threads_per_cell": threads, "cpu_count": os.cpu_count(),
+                      "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
+        self.runs = [*runs, self.entry]
+        self._write()
+
+    def cell_finished(self, ok: bool) -> None:
+        self.entry["cells_done" if ok else "cells_failed"] += 1
+        self._write()
+
+    def close(self) -> None:
+        self.entry["finished"] = True
+        self._write()
+
+    def _write(self) -> None:
+        self.entry["elapsed_s"] = round(time.perf_counter() - self.start, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path, json.dumps(self.runs, indent=1) + "\n")
+
+
+def load_runs(path: Path) -> list[dict]:
+    """The invocations recorded in runs.json ([] when there is none)."""
+    if not path.is_file():
+        return []
+    runs = json.loads(path.read_text())
+    if not isinstance(runs, list):
+        raise ValueError(f"{path}: expected a list of benchmark invocations")
+    return runs
 
 
 def _check(cfg: BenchmarkConfig) -> None:
@@ -241,7 +291,7 @@ def write_tables(cfg: BenchmarkConfig, every: list[Cell]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(cfg, every)
     paths = {"md": out / "table.md", "csv": out / "table.csv", "png": out / "table.png"}
-    _atomic_write(paths["md"], markdown(cfg, rows))
+    _atomic_write(paths["md"], markdown(cfg, rows, load_runs(out / "runs.json")))
     with open(paths["csv"].with_suffix(".csv.tmp"), "w", newline="") as fh:
         keys = [k for k in rows[0] if k != "commands"]
         w = csv.DictWriter(fh, fieldnames=keys)
@@ -286,7 +336,21 @@ def _average_rows(by: dict, names: list[str], families: list[str], key: str, fmt
     return lines
 
 
-def markdown(cfg: BenchmarkConfig, rows: list[dict]) -> str:
+def runs_summary(runs: list[dict]) -> list[str]:
+    """table.md's lines on the invocations that ran the cells (see runs.json)."""
+    if not runs:
+        return []
+    total = sum(r["elapsed_s"] for r in runs) / 60
+    done = sum(r["cells_done"] for r in runs)
+    each = "; ".join(f"{r['started']}: {r['elapsed_s'] / 60:.1f} min, {r['cells_done']} cells"
+                     f"{'' if r['finished'] else ' (stopped before the end; time up to its last finished cell)'}"
+                     f", {r['workers']} worker(s) x {r['threads_per_cell']} thread(s), {r['machine']}"
+                     for r in runs)  # fmt: skip
+    return [f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min "
+            f"for {done} cells, in {len(runs)} invocation(s): {each}.", ""]
+
+
+def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = None) -> str:
     by = {(r["method"], r["family"]): r for r in rows}
     names = [m.name for m in cfg.methods]
     complete = all(r["seeds"] == r["seeds_expected"] for r in rows)
@@ -318,6 +382,7 @@ def markdown(cfg: BenchmarkConfig, rows: list[dict]) -> str:
               "| wall time, all cells (min) | " + " | ".join(f"{w:.1f}" for w in walls) + " |", "",
               f"Total wall time of the cells: {sum(walls):.1f} min. Every cell's exact command is in its JSON under "
               f"cells/, e.g. `{next((c for r in rows for c in r['commands']), '')}`", ""]  # fmt: skip
+    lines += runs_summary(runs or [])
     return "\n".join(lines)
 
 
