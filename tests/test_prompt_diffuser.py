@@ -255,3 +255,59 @@ def test_promptdiff_test_evaluates_a_checkpoint(tmp_path):
     summary = json.loads(next((tmp_path / "runs").rglob("rollout_test.json")).read_text())
     assert set(summary["sets"]) == {"generated", "expert"} and summary["episodes"] == 2
     assert len(summary["sets"]["generated"]["tasks"]) == len(get_family("point_robot").test_tasks)
+
+
+# -- validation tasks: the few-shot protocol on held-out training tasks ------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_val_tasks_are_held_out_training_tasks(family):
+    fam = get_family(family)
+    val = fam.val_tasks
+    held = [t for t in fam.train_tasks if t not in fam.test_tasks]
+    assert set(val) <= set(held) and not set(val) & set(fam.test_tasks)
+    assert len(set(val)) == len(val) == min(len(fam.test_tasks), len(held))
+    if val:  # spread over the held-out training tasks, not bunched at one end
+        idx = [held.index(t) for t in val]
+        assert idx == sorted(idx) and idx[0] < len(held) // len(val) and idx[-1] >= len(held) - len(held) // len(val)
+        assert FewShotDataModule(family, split="val").tasks == list(val)
+        assert FewShotDataModule(family, split="val", tasks=[held[0]]).tasks == [held[0]]
+        with pytest.raises(ValueError, match=rf"tasks \[{fam.test_tasks[0]}\] are not val tasks of {family}"):
+            FewShotDataModule(family, split="val", tasks=[fam.test_tasks[0]])
+        with pytest.raises(ValueError, match="source 'train' reads the val tasks' full data"):
+            FewShotDataModule(family, split="val", source="train")
+    else:  # cheetah_dir trains and tests on both of its tasks: nothing is left to validate on
+        with pytest.raises(ValueError, match=f"{family} has no training task outside its test tasks"):
+            FewShotDataModule(family, split="val")
+
+
+def test_val_split_tunes_and_evaluates_held_out_training_tasks(tmp_path):
+    """PD and the Prompt-DT reference on `split: val` tune and roll out on the validation tasks only."""
+    from promptdiff.data.collect import collect, default_collect_config
+
+    family = "point_robot"
+    fam = get_family(family)
+    val = list(fam.val_tasks)
+    collect(default_collect_config(family, root=str(tmp_path / "data"), tasks=val, episodes_per_task=2,
+                                   prompt_episodes=2, card=False, workers=1))  # fmt: skip
+    split = ["--data.init_args.split", "val", "--model.init_args.split", "val"]
+    assert main(["fit", "--config", str(ROOT / "conf" / f"{family}.yaml"), *shrink_args(tmp_path), *split]) == 0
+    final = json.loads(next((tmp_path / "runs").rglob("rollout_final.json")).read_text())
+    for which in ("generated", "expert"):
+        assert set(final["sets"][which]["tasks"]) == {str(t) for t in val}
+    tags = _scalar_tags(next((tmp_path / "runs").rglob("events.out.tfevents.*")))
+    assert {f"rollout/return_task{t}/generated" for t in val} <= tags
+    assert not any(f"rollout/return_task{t}/" in tag for t in fam.test_tasks for tag in tags)
+    module = PromptDiffuser.load_from_checkpoint(str(tmp_path / "ckpt" / "last.ckpt"))
+    assert module.tasks == val and len(module.diffusers) == len(val)
+
+    out = tmp_path / "prompt_dt_val.json"
+    callback = {"class_path": "promptdiff.callbacks.RolloutCallback",
+                "init_args": {"episodes": 1, "final_table": True, "primary_only": True, "final_json": str(out)}}
+    assert main(["fit", "--config", str(ROOT / "conf" / "baselines" / "prompt_dt.yaml"), "--trainer.max_steps", "0",
+                 "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir",
+                 str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.callbacks", json.dumps([callback]),
+                 "--data.init_args.family", family, "--data.init_args.root", str(tmp_path / "data"), *split]) == 0  # fmt: skip
+    assert set(json.loads(out.read_text())["sets"]["expert"]["tasks"]) == {str(t) for t in val}
+
+    with pytest.raises(ValueError, match="the data module serves tasks"):  # model and data must agree
+        main(["fit", "--config", str(ROOT / "conf" / f"{family}.yaml"), *shrink_args(tmp_path),
+              "--data.init_args.split", "val"])

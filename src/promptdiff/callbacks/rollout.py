@@ -1,5 +1,8 @@
 """Roll the policy out on the family's test tasks during training and in `promptdiff test`.
 
+(A prompt-tuning method is evaluated on the tasks it tunes, `module.rollout_tasks`: the test tasks,
+or held-out training tasks when hyper-parameters are being chosen with `split: val`.)
+
 Every `every_n_val_epochs` validation epochs (never during the sanity check) the callback asks
 the LightningModule for a `DTPolicy` (`rollout_policy()`) and for the prompts to compare, runs
 the batched evaluator and logs the results.
@@ -110,7 +113,7 @@ class RolloutCallback(L.Callback):
     def _run(self, trainer: L.Trainer, module: L.LightningModule, prefix: str | None) -> dict:
         """Evaluate every prompt set; log under `prefix` (None: no logging); return the summary."""
         family = module.family
-        tasks = list(family.test_tasks)
+        tasks = list(getattr(module, "rollout_tasks", family.test_tasks))
         was_training = module.training
         sets = self._prompt_sets(trainer, module, tasks)
         single = sets is None

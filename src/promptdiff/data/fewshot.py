@@ -21,7 +21,9 @@ statistics, so this module knows nothing of any checkpoint. Returns-to-go and re
 divided by the family's rtg_scale; timesteps are clipped to the horizon - 1.
 
 Stage-1 diffuser pre-training uses the same module on the TRAINING tasks (`split: train`),
-with their full training data (`source: train`) instead of the prompt pool.
+with their full training data (`source: train`) instead of the prompt pool. Hyper-parameters of
+the few-shot stage are chosen on VALIDATION tasks (`split: val`): held-out training tasks
+(`TaskFamily.val_tasks`) served exactly like test tasks, from their prompt pools.
 """
 
 from __future__ import annotations
@@ -106,10 +108,11 @@ class FewShotDataModule(L.LightningDataModule):
             family: task family.
             root: dataset root; missing files are generated from the shipped experts.
             quality: quality of the few-shot data (expert, medium, random; cheetah_vel has all three).
-            split: "test" (prompt tuning on the unseen tasks) or "train" (stage-1 diffuser pre-training).
+            split: "test" (prompt tuning on the unseen tasks), "val" (the same few-shot protocol on held-out
+                training tasks, for choosing hyper-parameters) or "train" (stage-1 diffuser pre-training).
             source: "prompt" (the tasks' prompt pools, the few-shot data) or "train" (their full training
                 data; only for split "train": test tasks' training data is off limits).
-            tasks: narrow the split to these tasks (default: all of it).
+            tasks: narrow the split to these tasks (default: all of it; for "val": the family's val_tasks).
             batch_size: windows and segments per task in every batch.
             context_length: K, the steps of each PLM segment.
             prompt_length: L, the steps of each prompt window.
@@ -123,21 +126,17 @@ class FewShotDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.family = get_family(family)
-        if split not in ("test", "train"):
-            raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+        if split not in ("test", "val", "train"):
+            raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
         if source not in ("prompt", "train"):
             raise ValueError(f"source must be 'prompt' or 'train', got {source!r}")
-        if split == "test" and source == "train":
-            raise ValueError("source 'train' reads the test tasks' full data: few-shot tuning may only use their "
+        if split != "train" and source == "train":
+            raise ValueError(f"source 'train' reads the {split} tasks' full data: few-shot tuning may only use their "
                              "prompt pool (source 'prompt')")  # fmt: skip
         for name, q in (("quality", quality), ("prompt_quality", prompt_quality)):
             if q is not None and q not in QUALITIES:
                 raise ValueError(f"{name} must be one of {QUALITIES}, got {q!r}")
-        pool = list(self.family.test_tasks if split == "test" else self.family.train_tasks)
-        self.tasks = pool if tasks is None else [int(t) for t in tasks]
-        unknown = sorted(set(self.tasks) - set(pool))
-        if unknown:
-            raise ValueError(f"tasks {unknown} are not {split} tasks of {family} ({pool})")
+        self.tasks = self.family.split_tasks(split, tasks)
         self.windows: WindowSampler | None = None
         self.segments: SegmentSampler | None = None
         self.tails: SegmentSampler | None = None

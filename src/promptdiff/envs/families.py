@@ -50,6 +50,37 @@ class TaskFamily:
         return tuple(i for i in range(self.num_tasks) if i not in self.test_tasks)
 
     @property
+    def val_tasks(self) -> tuple[int, ...]:
+        """Held-out validation tasks for choosing prompt-tuning hyper-parameters without touching the test
+        tasks: as many training tasks as there are test tasks, evenly spread over the training tasks that
+        are not also test tasks (the centres of equal bins). They are in the PLM's pre-training data, so
+        they validate the tuning procedure, not generalisation. Empty when every training task is a test
+        task (cheetah_dir)."""
+        held = [t for t in self.train_tasks if t not in self.test_tasks]
+        n = min(len(self.test_tasks), len(held))
+        return tuple(held[(2 * i + 1) * len(held) // (2 * n)] for i in range(n))
+
+    def split_tasks(self, split: str, tasks=None) -> list[int]:
+        """The tasks of `split` ("test", "val" or "train"), narrowed to `tasks` when given. For "val", `tasks`
+        may name any training task that is not a test task (default: `val_tasks`)."""
+        if split == "test":
+            pool, default = self.test_tasks, self.test_tasks
+        elif split == "val":
+            pool, default = tuple(t for t in self.train_tasks if t not in self.test_tasks), self.val_tasks
+            if not pool:
+                raise ValueError(f"{self.name} has no training task outside its test tasks {self.test_tasks}: "
+                                 f"split 'val' is impossible on this family")  # fmt: skip
+        elif split == "train":
+            pool, default = self.train_tasks, self.train_tasks
+        else:
+            raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
+        chosen = list(default if tasks is None else (int(t) for t in tasks))
+        unknown = sorted(set(chosen) - set(pool))
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not {split} tasks of {self.name} ({list(pool)})")
+        return chosen
+
+    @property
     def dataset_family(self) -> str:
         return self.data_family or self.name
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from promptdiff.envs import get_family
 from promptdiff.methods.frozen_plm import FrozenPLMMethod, PolicyModel
 from promptdiff.models import Prompt, PromptTokens
 from promptdiff.optim import RankOptimiser
@@ -43,7 +44,7 @@ warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizer
 
 class PromptDTEval(FrozenPLMMethod):
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
-                 prompt: str = "expert"):  # fmt: skip
+                 prompt: str = "expert", split: str = "test"):  # fmt: skip
         """Evaluate the frozen PLM without tuning (run with `trainer.max_steps: 0`).
 
         Args:
@@ -52,13 +53,17 @@ class PromptDTEval(FrozenPLMMethod):
                 points at datasets/<family>/plm_full.ckpt).
             context_length, prompt_length: K and L (linked from the data module; must match the PLM).
             prompt: "expert" (the few-shot tail prompt: Prompt-DT) or "none" (no prompt: MT-ORL).
+            split: the tasks evaluated: "test" (default) or "val" (the family's held-out training tasks,
+                `val_tasks`: the reference when hyper-parameters are chosen there).
         """
         super().__init__()
         self.save_hyperparameters()
         if prompt not in ("expert", "none"):
             raise ValueError(f"prompt must be 'expert' or 'none', got {prompt!r}")
         self.automatic_optimization = False
-        self.load_plm(family, plm, context_length, prompt_length)
+        if split == "train":
+            raise ValueError("split 'train' is for stage-1 pre-training; evaluate on 'test' or 'val' tasks")
+        self.load_plm(family, plm, context_length, prompt_length, tasks=get_family(family).split_tasks(split))
         self.primary_set = "expert" if prompt == "expert" else "no_prompt"
 
     def training_step(self, batch: dict, batch_idx: int) -> None:

@@ -72,8 +72,8 @@ class FrozenPLMMethod(L.LightningModule):
 
     def load_plm(self, family: str, plm: str | None, context_length: int, prompt_length: int,
                  tasks: list[int] | None = None) -> None:  # fmt: skip
-        """Load and freeze the PLM (default: the shipped datasets/<family>/plm.ckpt); `tasks` defaults to
-        the family's test tasks."""
+        """Load and freeze the PLM (default: the shipped datasets/<family>/plm.ckpt); `tasks` (the tasks the
+        method tunes and is evaluated on) defaults to the family's test tasks."""
         fam = self.family = get_family(family)
         plm_path = plm if plm is not None else str(Path("datasets") / family / "plm.ckpt")
         plm_module = load_frozen_plm(plm_path, family, context_length, prompt_length)
@@ -95,6 +95,11 @@ class FrozenPLMMethod(L.LightningModule):
 
     def _serves(self, served: list[int]) -> bool:
         return served == self.tasks
+
+    @property
+    def rollout_tasks(self) -> list[int]:
+        """The tasks the `RolloutCallback` evaluates: the tuned ones (test tasks, or validation tasks)."""
+        return list(self.tasks)
 
     @property
     def num_tuned_parameters(self) -> int:

@@ -3,6 +3,8 @@
 The module holds the frozen PLM (eval mode, no gradients into it) and the trainable diffuser(s):
 one diffuser per test task (`split: test`, few-shot tuning), or one shared by all training
 tasks (`split: train`, stage-1 pre-training whose weights can initialise the few-shot stage).
+`split: val` runs the few-shot protocol on held-out training tasks, to choose hyper-parameters
+without looking at the test tasks.
 
 Every training step, for each task's batch (see `promptdiff.data.fewshot`):
 
@@ -55,8 +57,9 @@ class PromptDiffuser(FrozenPLMMethod):
         Args:
             family: task family (linked from the data module).
             plm: frozen PLM checkpoint (default: the shipped datasets/<family>/plm.ckpt).
-            split: "test" (one diffuser per test task, few-shot tuning) or "train" (one diffuser shared
-                by the training tasks: stage-1 pre-training).
+            split: "test" (one diffuser per test task, few-shot tuning), "val" (the same on held-out
+                training tasks, `TaskFamily.val_tasks`: for choosing hyper-parameters) or "train" (one
+                diffuser shared by the training tasks: stage-1 pre-training).
             context_length, prompt_length: K and L (linked from the data module; must match the PLM).
             init_diffuser: checkpoint of a stage-1 run whose diffuser initialises every diffuser here
                 (None: from scratch).
@@ -83,8 +86,6 @@ class PromptDiffuser(FrozenPLMMethod):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        if split not in ("test", "train"):
-            raise ValueError(f"split must be 'test' or 'train', got {split!r}")
         if combine not in MODES:
             raise ValueError(f"combine must be one of {', '.join(MODES)}, got {combine!r}")
         if not 0.0 <= cond_dropout < 1.0:
@@ -96,13 +97,12 @@ class PromptDiffuser(FrozenPLMMethod):
         if condition == "target" and best_of_n > 1:
             raise ValueError("best_of_n ranks candidates on few-shot data, which zero-shot generation "
                              "(condition 'target') does not have: set best_of_n 1")  # fmt: skip
-        self.load_plm(family, plm, context_length, prompt_length, tasks=None if split == "test" else
-                      list(get_family(family).train_tasks))  # fmt: skip
+        self.load_plm(family, plm, context_length, prompt_length, tasks=get_family(family).split_tasks(split))
         fam = self.family
         self.codec = PromptCodec(fam.obs_dim, fam.act_dim, prompt_length)
         self.diffusion = GaussianDiffusion(diffusion_steps, schedule=schedule, prediction=prediction,
                                            clip_sample=clip_sample)  # fmt: skip
-        n = len(self.tasks) if split == "test" else 1
+        n = 1 if split == "train" else len(self.tasks)
         self.diffusers = nn.ModuleList([self._new_denoiser() for _ in range(n)])
         if init_diffuser:
             self._init_from_stage1(init_diffuser)
@@ -131,6 +131,11 @@ class PromptDiffuser(FrozenPLMMethod):
 
     def _serves(self, served: list[int]) -> bool:
         return served == self.tasks or (self.hparams.split == "train" and set(served) <= set(self.tasks))
+
+    @property
+    def rollout_tasks(self) -> list[int]:
+        """Stage 1 (one shared diffuser) is judged on the test tasks; the few-shot stage on its own tasks."""
+        return list(self.family.test_tasks) if self.hparams.split == "train" else list(self.tasks)
 
     def _groups(self, batch: dict):
         """(diffuser, per-group tensors) pairs: one group per task, or all tasks in one (stage 1)."""
