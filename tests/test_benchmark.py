@@ -297,3 +297,16 @@ def test_bad_family_or_missing_config_fails_before_any_cell(tmp_path, monkeypatc
     assert main(["benchmark", "--config", str(config)]) == 2
     assert "config conf/baselines/ghost.yaml not found" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "benchmark").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_benchmark_preset_is_valid(path):
+    """Every shipped preset parses, names existing training configs for each family, and its --quick
+    preset resolves (caught here rather than hours into a run)."""
+    cfg = load(path)
+    bench._check(cfg)
+    assert cfg.reference is None or cfg.reference in [m.name for m in cfg.methods]
+    if cfg.quick_preset:
+        quick_cfg = resolve(cfg, quick=True)
+        bench._check(quick_cfg)
+        assert quick_cfg.name == f"{cfg.name}_quick" and quick_cfg.methods

@@ -350,12 +350,18 @@ def runs_summary(runs: list[dict]) -> list[str]:
             f"for {done} cells, in {len(runs)} invocation(s): {each}.", ""]
 
 
+def _where(cfg: BenchmarkConfig) -> str:
+    """Which tasks the cells roll out on: the test tasks, or validation tasks (`split=val` presets)."""
+    val = ["--model.init_args.split=val" in m.args for m in cfg.methods]
+    return "validation-task (held-out training tasks)" if all(val) else "mixed (see each method)" if any(val) else "test"
+
+
 def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = None) -> str:
     by = {(r["method"], r["family"]): r for r in rows}
     names = [m.name for m in cfg.methods]
     complete = all(r["seeds"] == r["seeds_expected"] for r in rows)
     lines = [f"# {cfg.name}", "",
-             f"Mean test return over seeds {cfg.seeds} (± std over seeds), {cfg.episodes} episodes per test task, "
+             f"Mean {_where(cfg)} return over seeds {cfg.seeds} (± std over seeds), {cfg.episodes} episodes per task, "
              f"prompt length 5 unless the method name says otherwise.{'' if complete else ' INCOMPLETE: some cells are missing.'}", "",
              "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
     for f in cfg.families:
