@@ -50,13 +50,18 @@ class TaskFamily:
         return tuple(i for i in range(self.num_tasks) if i not in self.test_tasks)
 
     @property
+    def _held_out(self) -> tuple[int, ...]:
+        """Training tasks that are not also test tasks (where validation tasks may come from)."""
+        return tuple(t for t in self.train_tasks if t not in self.test_tasks)
+
+    @property
     def val_tasks(self) -> tuple[int, ...]:
         """Held-out validation tasks for choosing prompt-tuning hyper-parameters without touching the test
         tasks: as many training tasks as there are test tasks, evenly spread over the training tasks that
         are not also test tasks (the centres of equal bins). They are in the PLM's pre-training data, so
         they validate the tuning procedure, not generalisation. Empty when every training task is a test
         task (cheetah_dir)."""
-        held = [t for t in self.train_tasks if t not in self.test_tasks]
+        held = self._held_out
         n = min(len(self.test_tasks), len(held))
         return tuple(held[(2 * i + 1) * len(held) // (2 * n)] for i in range(n))
 
@@ -66,7 +71,7 @@ class TaskFamily:
         if split == "test":
             pool, default = self.test_tasks, self.test_tasks
         elif split == "val":
-            pool, default = tuple(t for t in self.train_tasks if t not in self.test_tasks), self.val_tasks
+            pool, default = self._held_out, self.val_tasks
             if not pool:
                 raise ValueError(f"{self.name} has no training task outside its test tasks {self.test_tasks}: "
                                  f"split 'val' is impossible on this family")  # fmt: skip
