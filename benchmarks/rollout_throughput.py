@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from promptdiff.envs import get_family
-from promptdiff.models.prompt import Prompt
+from promptdiff.prompt import Prompt
 from promptdiff.models.prompt_dt import PromptDT
 from promptdiff.rollout import DTPolicy, evaluate
 from promptdiff.rollout.evaluator import _vector_env

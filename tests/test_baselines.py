@@ -24,6 +24,7 @@ FAMILY = "point_robot"
 FAM = get_family(FAMILY)
 PLM_PATH = ROOT / "datasets" / FAMILY / "plm.ckpt"
 PLM_FULL = ROOT / "datasets" / FAMILY / "plm_full.ckpt"
+EVAL_ONLY = {"prompt_dt": "PromptDTExpert", "mt_orl": "MTORL", "full_data": "FullDataBound"}  # config -> class
 CONFIGS = sorted((ROOT / "conf" / "baselines").glob("*.yaml"))
 
 # `main([...])` inside pytest: LightningCLI notes that pytest's own argv is ignored
@@ -79,7 +80,7 @@ def expected_tuned_parameters(cls_name: str, init_args: dict, plm) -> int:
     """The tuned-parameter count of each method, worked out from the PLM's shape (not from the module)."""
     n, L = len(FAM.test_tasks), 5
     width, layers = plm.embed_ln.normalized_shape[0], len(plm.blocks)
-    if cls_name == "PromptDTEval":
+    if cls_name in EVAL_ONLY.values():
         return 0
     if cls_name == "PromptDTFinetune":
         return n * sum(p.numel() for p in plm.parameters())
@@ -227,7 +228,7 @@ def fit_args(tmp_path, final_json, episodes: int, seed: int = 0, prompt_seed: in
 
 def test_per_task_rollout_equals_batched_evaluation(tmp_path):
     """The Adaptor at 0 steps is the PLM itself; evaluated task by task (policy_per_task) it must give
-    exactly the returns of PromptDTEval's one batched evaluation with the same seeds and prompts."""
+    exactly the returns of PromptDTExpert's one batched evaluation with the same seeds and prompts."""
     conf = ROOT / "conf" / "baselines"
     seeds = dict(seed=3, prompt_seed=2)
     assert main(["fit", "--config", str(conf / "prompt_dt.yaml"), "--trainer.max_steps", "0",
@@ -236,7 +237,7 @@ def test_per_task_rollout_equals_batched_evaluation(tmp_path):
                  "--model.init_args.prompt_seed", "2", *fit_args(tmp_path, tmp_path / "per_task.json", 2, **seeds)]) == 0  # fmt: skip
     batched = json.loads((tmp_path / "batched.json").read_text())
     per_task = json.loads((tmp_path / "per_task.json").read_text())
-    assert (batched["method"], per_task["method"]) == ("PromptDTEval", "Adaptor") and Adaptor.policy_per_task
+    assert (batched["method"], per_task["method"]) == ("PromptDTExpert", "Adaptor") and Adaptor.policy_per_task
     assert batched["episodes"] == per_task["episodes"] == 2
     a, b = batched["sets"]["expert"], per_task["sets"]["tuned"]
     assert set(a["tasks"]) == set(b["tasks"]) == {str(t) for t in FAM.test_tasks}
@@ -247,16 +248,14 @@ def test_per_task_rollout_equals_batched_evaluation(tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_baseline_config_fits_and_writes_final_json(config, tmp_path, plm):
-    cfg = yaml.safe_load(config.read_text())
-    cls_name = cfg["model"]["class_path"].rsplit(".", 1)[1]
-    init_args = dict(cfg["model"].get("init_args") or {})
+    init_args = {}  # the methods' defaults (bottleneck 16)
     extra = []
-    if "plm_full" in str(init_args.get("plm", "")):
+    if config.stem == "full_data":
         if not PLM_FULL.is_file():
             pytest.skip(f"{PLM_FULL.relative_to(ROOT)} does not exist yet: pre-train it with "
                         f"`promptdiff fit --config conf/pretrain/{FAMILY}.yaml --data.init_args.include_test_tasks true`")  # fmt: skip
-        extra = ["--model.init_args.plm", str(PLM_FULL)]
-    steps = 2 if cfg["trainer"]["max_steps"] > 0 else 0
+        extra = ["--data.init_args.root", str(ROOT / "datasets")]  # the full-data PLM is found under the root
+    steps = 0 if config.stem in EVAL_ONLY else 2
     if steps:
         extra += ["--trainer.val_check_interval", str(steps)]
     if cls_name == "PromptTuningDT":
@@ -266,8 +265,9 @@ def test_every_baseline_config_fits_and_writes_final_json(config, tmp_path, plm)
                  "--data.init_args.val_batches", "1", *fit_args(tmp_path, out, 1), *extra]) == 0  # fmt: skip
 
     summary = json.loads(out.read_text())
-    assert summary["method"] == cls_name and summary["family"] == FAMILY and summary["episodes"] == 1
-    expected_primary = {"expert": "expert", "none": "no_prompt"}[init_args["prompt"]] if cls_name == "PromptDTEval" else "tuned"
+    cls_name = summary["method"]
+    assert cls_name == EVAL_ONLY.get(config.stem, cls_name) and summary["family"] == FAMILY and summary["episodes"] == 1
+    expected_primary = {"PromptDTExpert": "expert", "FullDataBound": "expert", "MTORL": "no_prompt"}.get(cls_name, "tuned")
     assert summary["primary"] == expected_primary and summary["primary"] in summary["sets"]
     primary = summary["sets"][summary["primary"]]
     assert set(primary["tasks"]) == {str(t) for t in FAM.test_tasks}
@@ -277,7 +277,7 @@ def test_every_baseline_config_fits_and_writes_final_json(config, tmp_path, plm)
 
 def test_prompt_quality_changes_the_starting_prompt_not_the_tuning_data(tmp_path):
     # the prompt-initialisation study: tune on expert data, start from (or condition on) a random prompt
-    from promptdiff.data.collect import collect, default_collect_config
+    from promptdiff.production.collect import collect, default_collect_config
 
     fam = get_family(FAMILY)
     cfg = default_collect_config(FAMILY, root=str(tmp_path), tasks=list(fam.test_tasks), episodes_per_task=1,

@@ -13,28 +13,49 @@ import torch
 import yaml
 
 from promptdiff.cli.main import main
-from promptdiff.data.collect import FAMILY_DEFAULTS, CollectConfig, collect, default_collect_config
-from promptdiff.data.expert_policy import ExpertActor, load_expert_actor
+from promptdiff.production.collect import CollectConfig, collect, default_collect_config, resolve_config
+from promptdiff.production.expert_policy import ExpertActor, load_expert_actor
 from promptdiff.data.hdf5_format import dataset_path, open_trajectories, partial_path
 from promptdiff.envs import get_family
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+COLLECTED = ["point_robot", "cheetah_dir", "cheetah_vel", "ant_dir", "ml1_reach", "ml1_pick_place"]
+
+
 def load_conf(family):
-    return yaml.safe_load((ROOT / "conf" / "collect" / f"{family}.yaml").read_text())
+    path = ROOT / "conf" / "collect" / f"{family}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {"family": family}
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_DEFAULTS))
-def test_collect_configs_match_code_defaults(family):
-    assert load_conf(family) == asdict(default_collect_config(family))
+@pytest.mark.parametrize("family", COLLECTED)
+def test_collect_configs_resolve_to_the_family_defaults(family):
+    """A shipped collection config (or none) means the family's own collection defaults."""
+    fam = get_family(family)
+    cfg = resolve_config(CollectConfig(**load_conf(family)))
+    assert asdict(cfg) == asdict(default_collect_config(family))
+    for key, value in fam.collect_defaults.items():
+        assert getattr(cfg, key) == value
+
+
+def test_collect_settings_left_unset_take_the_family_defaults_then_generic_ones():
+    cfg = default_collect_config("point_robot", action_noise=0.5)
+    assert cfg.action_noise == 0.5 and cfg.prompt_action_noise == 0.1 and cfg.qualities == ["expert"]
+    cheetah = default_collect_config("cheetah_vel", root="elsewhere")
+    assert cheetah.qualities == ["expert", "medium", "random"]
+    assert cheetah.expert_policy == str(Path("elsewhere") / "cheetah_vel" / "expert_policy.pt")
+    for bad in ({"qualities": []}, {"qualities": ["great"]}, {"roles": ["test"]}, {"tasks": []}, {"tasks": [40]}):
+        with pytest.raises(ValueError):
+            default_collect_config("point_robot", **bad)
 
 
 def shrunk(family, tmp_path, **overrides):
     cfg = {**load_conf(family), "root": str(tmp_path), **overrides}
-    for key in ("expert_policy", "medium_policy"):
-        if cfg.get(key):
-            cfg[key] = str(ROOT / cfg[key])
+    fam = get_family(family)
+    if fam.expert == "learned":  # the shipped actors, not copies under tmp_path
+        cfg.setdefault("expert_policy", str(ROOT / "datasets" / family / "expert_policy.pt"))
+        cfg.setdefault("medium_policy", str(ROOT / "datasets" / family / "medium_policy.pt"))
     return CollectConfig(**cfg)
 
 
@@ -96,7 +117,7 @@ def test_interrupted_collection_leaves_no_file_and_resumes(tmp_path):
     """Kill a collection (SIGKILL) while it writes its second file, then rerun it."""
     script = textwrap.dedent(f"""
         import os, signal
-        import promptdiff.data.collect as c
+        import promptdiff.production.collect as c
         real, calls = c._rollout_job, []
         def dying(*a, **k):
             calls.append(1)
@@ -180,14 +201,29 @@ def test_cli_import_prompt_dt(tmp_path):
         assert f.num_episodes == 2 and f.tasks == [4]
 
 
-def test_missing_data_is_generated_on_first_use(tmp_path, monkeypatch):
-    from promptdiff.data import collect as c
+def test_ensure_files_makes_only_the_missing_files_a_run_reads(tmp_path, monkeypatch):
+    from dataclasses import replace
 
-    monkeypatch.setitem(c.FAMILY_DEFAULTS, "point_robot", {"episodes_per_task": 1, "prompt_episodes": 1, "tasks": [0, 1]})
-    c.ensure_family_data("point_robot", root=str(tmp_path))
+    from promptdiff.data.hdf5_format import DatasetError
+    from promptdiff.data.segments import load_family_data
+    from promptdiff.envs import families as registry
+
+    small = replace(get_family("point_robot"), collect_defaults={"episodes_per_task": 1, "prompt_episodes": 1,
+                                                                 "tasks": [0, 1, 3]})  # fmt: skip
+    monkeypatch.setitem(registry.FAMILIES, "point_robot", small)
+    # readers never generate: a missing file is an error naming the command that makes it
+    with pytest.raises(DatasetError, match="promptdiff collect --family point_robot"):
+        load_family_data("point_robot", root=tmp_path, tasks=[3], roles=("prompt",))
+    assert not (tmp_path / "point_robot").exists()
+    from promptdiff.production import collect as c
+
+    c.ensure_files("point_robot", [("prompt", "expert")], root=str(tmp_path))
     path = dataset_path("point_robot", "prompt", root=tmp_path)
     with open_trajectories(path) as f:
-        assert f.num_episodes == 2
+        assert f.num_episodes == 3
+    assert not dataset_path("point_robot", "train", root=tmp_path).exists()  # not read by that run: not made
+    assert not (tmp_path / "point_robot" / "card.json").exists()
     stamp = path.stat().st_mtime_ns
-    c.ensure_family_data("point_robot", root=str(tmp_path))  # present: nothing is rewritten
+    c.ensure_files("point_robot", [("prompt", "expert")], root=str(tmp_path))  # present: nothing is rewritten
     assert path.stat().st_mtime_ns == stamp
+    assert load_family_data("point_robot", root=tmp_path, tasks=[3], roles=("prompt",))[0] is None

@@ -56,7 +56,7 @@ def test_ddp_two_ranks(tmp_path):
     single.load_state_dict(torch.load(tmp_path / "weights.pt"))
     dm.setup()
     tasks = list(single.family.test_tasks)
-    result = evaluate(single.rollout_policy(), "point_robot", tasks, dm.expert_prompts(tasks, 0), 3, seed=0,
+    result = evaluate(single.rollout_policy(), "point_robot", tasks, dm.tail_prompts(tasks, 0), 3, seed=0,
                       card_root=str(tmp_path / "data"))  # fmt: skip
     for t in tasks:
         assert abs(r0["tasks"][str(t)]["return_mean"] - result["tasks"][t]["return_mean"]) < 1e-4

@@ -9,6 +9,11 @@ from promptdiff.models import GaussianDiffusion, MLPDenoiser, PromptDenoiser, Re
 L = 5
 
 
+def mlp(hidden: int, blocks: int, time_dim: int) -> dict:
+    """The spec of a small MLP backbone."""
+    return {"class_path": "MLPDenoiser", "init_args": {"hidden": hidden, "blocks": blocks, "time_dim": time_dim}}
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """The models here are tiny: one intra-op thread is faster and immune to oversubscribed CPUs."""
@@ -164,7 +169,7 @@ def test_clip_sample_only_when_requested(prediction):
 def test_training_terms_loss_and_x0_hat(prediction):
     torch.manual_seed(0)
     d = GaussianDiffusion(50, prediction=prediction)
-    model = randomise(PromptDenoiser(12, hidden=32, blocks=1, cond_dim=16, time_dim=16))
+    model = randomise(PromptDenoiser(12, cond_dim=16, backbone=mlp(32, 1, 16)))
     B = 6
     g = torch.Generator().manual_seed(1)
     x0, noise = torch.randn(B, 12, generator=g), torch.randn(B, 12, generator=g)
@@ -200,7 +205,7 @@ def test_training_terms_passes_drop_and_cond_through():
 def test_zero_initialised_output_still_trains_the_whole_network():
     torch.manual_seed(0)
     d = GaussianDiffusion(50)
-    model = PromptDenoiser(12, hidden=32, blocks=1, cond_dim=16, time_dim=16)
+    model = PromptDenoiser(12, cond_dim=16, backbone=mlp(32, 1, 16))
     assert torch.equal(model(torch.randn(3, 12), torch.tensor([1, 2, 3]), make_cond(3)), torch.zeros(3, 12))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(2):
@@ -218,7 +223,7 @@ def test_zero_initialised_output_still_trains_the_whole_network():
 def test_ddim_chain_and_generator_semantics():
     torch.manual_seed(0)
     d = GaussianDiffusion(50)
-    model = randomise(PromptDenoiser(10, hidden=32, blocks=1, cond_dim=16, time_dim=16)).eval()
+    model = randomise(PromptDenoiser(10, cond_dim=16, backbone=mlp(32, 1, 16))).eval()
     cond = make_cond(4)
     x0, chain = d.ddim_sample(model, cond, (4, 10), num_steps=7, generator=torch.Generator().manual_seed(3),
                               return_chain=True)  # fmt: skip
@@ -235,7 +240,7 @@ def test_ddim_chain_and_generator_semantics():
 def test_ddim_eta_uses_the_generator():
     torch.manual_seed(0)
     d = GaussianDiffusion(50)
-    model, cond = randomise(PromptDenoiser(10, hidden=32, blocks=1, cond_dim=16, time_dim=16)), make_cond(4)
+    model, cond = randomise(PromptDenoiser(10, cond_dim=16, backbone=mlp(32, 1, 16))), make_cond(4)
 
     def run(seed, eta):
         return d.ddim_sample(model, cond, (4, 10), num_steps=10, eta=eta, generator=torch.Generator().manual_seed(seed))
@@ -301,7 +306,7 @@ def test_sample_mode_ddim_ends_exactly_at_the_model_prediction():
 def test_guidance_scale_one_is_a_single_unguided_call_per_step():
     torch.manual_seed(0)
     d = GaussianDiffusion(50)
-    inner = randomise(PromptDenoiser(10, hidden=32, blocks=1, cond_dim=16, time_dim=16))
+    inner = randomise(PromptDenoiser(10, cond_dim=16, backbone=mlp(32, 1, 16)))
     cond = make_cond(4)
     rec = Recorder(inner)
     x = d.ddim_sample(rec, cond, (4, 10), num_steps=6, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
@@ -314,7 +319,7 @@ def test_guidance_scale_one_is_a_single_unguided_call_per_step():
 def test_guidance_zero_is_unconditional_sampling():
     torch.manual_seed(0)
     d = GaussianDiffusion(50)
-    inner = randomise(PromptDenoiser(10, hidden=32, blocks=1, cond_dim=16, time_dim=16))
+    inner = randomise(PromptDenoiser(10, cond_dim=16, backbone=mlp(32, 1, 16)))
     cond = make_cond(4)
     rec = Recorder(inner)
     w0 = d.ddim_sample(rec, cond, (4, 10), num_steps=6, guidance_scale=0.0, generator=torch.Generator().manual_seed(0))
@@ -348,7 +353,7 @@ def train_two_targets(prediction, clip_sample=None, seed=0, D=12, iters=1500, B=
     """A PromptDenoiser trained on two conditions, each with its own fixed x0 (D,) (10% condition dropout)."""
     torch.manual_seed(seed)
     d = GaussianDiffusion(50, prediction=prediction, clip_sample=clip_sample)
-    model = PromptDenoiser(D, prompt_length=L, hidden=64, blocks=2, cond_dim=32, time_dim=32)
+    model = PromptDenoiser(D, prompt_length=L, cond_dim=32, backbone=mlp(64, 2, 32))
     g = torch.Generator().manual_seed(seed)
     targets = torch.randn(2, D, generator=g).clamp(-1.5, 1.5)
     conds = {"returns_to_go": torch.stack([torch.full((L,), 1.0), torch.full((L,), -0.5)]),

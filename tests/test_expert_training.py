@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from promptdiff.data.expert_policy import load_expert_actor
-from promptdiff.data.expert_training import ExpertTrainingConfig, _latest_checkpoint, train_expert
-from promptdiff.data.task_conditioning import make_conditioned_env, task_features
+from promptdiff.production.expert_policy import load_expert_actor
+from promptdiff.production.expert_training import ExpertTrainingConfig, _latest_checkpoint, train_expert
+from promptdiff.production.task_conditioning import make_conditioned_env, task_features
 
 from test_collect import ROOT
 

@@ -16,8 +16,9 @@ import torch
 import yaml
 
 from promptdiff.callbacks.video import encode_gif
+from conftest import resolved_config
 from promptdiff.cli.main import main
-from promptdiff.data.collect import collect, default_collect_config
+from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.envs import get_family
 from promptdiff.models import Prompt, PromptTokens
 from promptdiff.models.prompt_dt import PromptDT
@@ -28,7 +29,8 @@ from promptdiff.viz import (benchmark_figure, denoising_figure, find_benchmark_t
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-SMALL = dict(hidden=32, blocks=1, cond_dim=16, time_dim=16, diffusion_steps=10)
+SMALL = dict(denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
+             cond_dim=16, diffusion_steps=10)
 
 
 def _prompt(P=2, L=5, obs=3, act=2, seed=0) -> Prompt:
@@ -172,7 +174,7 @@ def real_callbacks(tmp_path: Path, keep: tuple[str, ...] | None = None) -> list[
              "PromptSpaceCallback": {"prompts_per_task": 1},  # 5 tasks x 2 sets = 10 points: PCA
              "RolloutVideoCallback": {"every_n_val_epochs": 1, "frame_every": 50}}  # fmt: skip
     out = []
-    for cb in yaml.safe_load((ROOT / "conf" / "ant_dir.yaml").read_text())["trainer"]["callbacks"]:
+    for cb in resolved_config(ROOT / "conf" / "ant_dir.yaml")["trainer"]["callbacks"]:
         name = cb["class_path"].rsplit(".", 1)[1]
         if keep is None or name in keep:
             out.append({"class_path": cb["class_path"], "init_args": {**cb.get("init_args", {}), **small[name]}})

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from promptdiff.data.collect import collect, default_collect_config
+from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.envs import get_family
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
+from conftest import resolved_config
 from promptdiff.cli.main import main
-from promptdiff.data.collect import collect, default_collect_config
+from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.data.datamodule import PromptDTDataModule
 from promptdiff.envs import get_family
 from promptdiff.methods import PromptDTPretrain
@@ -28,10 +29,15 @@ def tiny_data(family: str, root: Path) -> list[int]:
     data_family = fam.dataset_family
     cfg = default_collect_config(data_family, root=str(root), tasks=tasks, episodes_per_task=2, prompt_episodes=2,
                                  card=False, workers=1)
-    for key in ("expert_policy", "medium_policy"):
-        if getattr(cfg, key):
-            setattr(cfg, key, str(ROOT / getattr(cfg, key)))
+    for key, name in (("expert_policy", "expert_policy.pt"), ("medium_policy", "medium_policy.pt")):
+        if getattr(cfg, key):  # the shipped actors
+            setattr(cfg, key, str(ROOT / "datasets" / data_family / name))
     collect(cfg)
+    for name in ("plm.ckpt", "plm_full.ckpt"):  # the shipped PLMs, where methods look for them: <root>/<family>/
+        src, dst = ROOT / "datasets" / fam.plm_name / name, root / fam.plm_name / name
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
     return train
 
 
@@ -55,7 +61,7 @@ def shrink_args(tmp_path: Path, train_tasks: list[int], steps: int = 3) -> list[
 def test_shrunk_pretrain_config_fits_logs_and_checkpoints(family, tmp_path):
     train = tiny_data(family, tmp_path / "data")
     config = ROOT / "conf" / "pretrain" / f"{family}.yaml"
-    assert yaml.safe_load(config.read_text())["data"]["init_args"]["family"] == family
+    assert resolved_config(config)["data"]["init_args"]["family"] == family
     assert main(["fit", "--config", str(config), *shrink_args(tmp_path, train)]) == 0
     events = list((tmp_path / "runs").rglob("events.out.tfevents.*"))
     assert events, "TensorBoard logged nothing"
@@ -69,10 +75,12 @@ def test_shrunk_pretrain_config_fits_logs_and_checkpoints(family, tmp_path):
     fam = get_family(family)
     assert policy.hparams.family == family and policy.model.obs_dim == fam.obs_dim
     dm = PromptDTDataModule(family, root=str(tmp_path / "data"), train_tasks=train)
-    mean, std = dm.state_stats()
-    torch.testing.assert_close(policy.state_mean, mean)
-    torch.testing.assert_close(policy.state_std, std)
-    assert not torch.allclose(policy.state_std, torch.ones_like(policy.state_std))
+    units = dm.plm_units()
+    # the checkpoint carries the PLM's units: the training tasks' statistics, scale, clip and lengths
+    assert policy.units == units or policy.units.to_dict() == units.to_dict()
+    assert policy.units.rtg_scale == fam.rtg_scale and policy.units.max_timestep == fam.horizon
+    torch.testing.assert_close(policy.state_mean, torch.as_tensor(units.state_mean, dtype=torch.float32))
+    assert not np.allclose(policy.units.state_std, 1.0)
 
 
 def _scalar_tags(event_file: Path) -> set[str]:
@@ -131,9 +139,17 @@ def test_resumed_run_continues_the_same_loss_curve(tmp_path):
     assert len(set(np.round(full, 6))) > 1
 
 
+def _is_entry(config: Path) -> bool:
+    """A config that `promptdiff fit --config` runs on its own (not a part that others compose)."""
+    text = config.read_text()
+    return "model:" in text and "data:" in text and "benchmark" not in config.parts
+
+
 def test_every_config_checkpoints_the_final_step():
     # Lightning's ModelCheckpoint keeps only the last periodic save in last.ckpt; ours adds the final step
-    for config in sorted((ROOT / "conf").rglob("*.yaml")):
-        callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
+    entries = [c for c in sorted((ROOT / "conf").rglob("*.yaml")) if _is_entry(c)]
+    assert len(entries) >= 20
+    for config in entries:
+        callbacks = (resolved_config(config).get("trainer") or {}).get("callbacks") or []
         paths = [c["class_path"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
         assert paths in ([], ["promptdiff.callbacks.ModelCheckpoint"]), config

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import resolved_config
 from promptdiff.cli.main import main
 from promptdiff.data.datamodule import PromptDTDataModule
 from promptdiff.data.fewshot import FewShotDataModule
@@ -21,7 +22,8 @@ from promptdiff.models import PromptCodec
 from test_pretrain import FAMILIES, _scalar_tags, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(hidden=32, blocks=1, cond_dim=16, time_dim=16, diffusion_steps=10)
+SMALL = dict(denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
+             cond_dim=16, diffusion_steps=10)
 
 
 def shrink_args(tmp_path: Path, steps: int = 2, rollouts: bool = True) -> list[str]:
@@ -54,8 +56,8 @@ def _image_tags(event_file: Path) -> set[str]:
 def test_shrunk_config_fits_and_compares_prompts(family, tmp_path, capsys):
     tiny_data(family, tmp_path / "data")
     config = ROOT / "conf" / f"{family}.yaml"
-    cfg = yaml.safe_load(config.read_text())
-    assert cfg["data"]["init_args"]["family"] == family and cfg["model"]["init_args"]["plm"].endswith(f"{family}/plm.ckpt")
+    cfg = resolved_config(config)
+    assert cfg["data"]["init_args"]["family"] == family and cfg["model"]["init_args"]["plm"] is None  # derived from root
     assert main(["fit", "--config", str(config), *shrink_args(tmp_path)]) == 0
 
     event = next((tmp_path / "runs").rglob("events.out.tfevents.*"))
@@ -105,7 +107,7 @@ def test_expert_prompt_matches_pretraining_prompt_units():
     pretrain_dm = PromptDTDataModule("point_robot")
     tasks = list(module.family.test_tasks)
     ours = module.expert_prompts(fewshot, tasks, seed=1)
-    theirs = pretrain_dm.expert_prompts(tasks, seed=1)
+    theirs = pretrain_dm.tail_prompts(tasks, seed=1)
     for t in tasks:
         for field in ("states", "actions", "returns_to_go", "timesteps", "mask"):
             torch.testing.assert_close(getattr(ours[t], field), getattr(theirs[t], field), msg=f"task {t} {field}")
@@ -161,17 +163,17 @@ def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
         for (k, v), w in zip(d.state_dict().items(), stage1.diffusers[0].state_dict().values()):
             assert torch.equal(v, w), k
     with pytest.raises(ValueError, match="does not fit"):
-        PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), hidden=48, blocks=1, cond_dim=16,
-                       time_dim=16, diffusion_steps=10)  # fmt: skip
+        PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), cond_dim=16, diffusion_steps=10,
+                       denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 48, "blocks": 1, "time_dim": 16}})
 
 
 def test_shipped_stage_one_diffuser_drives_the_zero_shot_prompt():
     """ant_dir_ood's shipped stage-1 diffuser fits conf/ant_dir_ood.yaml's diffuser, and the zero-shot prompt
     (condition "target") is generated from the target return alone: no few-shot data is touched."""
     ckpt = ROOT / "datasets" / "ant_dir_ood" / "diffuser_stage1.ckpt"
-    hp = yaml.safe_load((ROOT / "conf" / "ant_dir_ood.yaml").read_text())["model"]["init_args"]
-    hp.update(plm=str(ROOT / hp["plm"]), init_diffuser=str(ckpt), condition="target")
-    module = PromptDiffuser("ant_dir_ood", **{k: v for k, v in hp.items() if k != "family"})
+    hp = resolved_config(ROOT / "conf" / "ant_dir_ood.yaml")["model"]["init_args"]
+    hp.update(root=str(ROOT / "datasets"), init_diffuser=str(ckpt), condition="target")
+    module = PromptDiffuser(**hp)
     shipped = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     for d in module.diffusers:
         for k, v in d.state_dict().items():
@@ -281,7 +283,7 @@ def test_val_tasks_are_held_out_training_tasks(family):
 
 def test_val_split_tunes_and_evaluates_held_out_training_tasks(tmp_path):
     """PD and the Prompt-DT reference on `split: val` tune and roll out on the validation tasks only."""
-    from promptdiff.data.collect import collect, default_collect_config
+    from promptdiff.production.collect import collect, default_collect_config
 
     family = "point_robot"
     fam = get_family(family)

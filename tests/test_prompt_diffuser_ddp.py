@@ -10,7 +10,8 @@ from promptdiff.data.fewshot import FewShotDataModule
 from promptdiff.methods import PromptDiffuser
 
 STEPS = 3
-SMALL = dict(hidden=32, blocks=1, cond_dim=16, time_dim=16, diffusion_steps=10, lr=1e-2, cond_dropout=0.2)
+SMALL = dict(denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
+             cond_dim=16, diffusion_steps=10, lr=1e-2, cond_dropout=0.2)
 
 
 def union_batch(batches):

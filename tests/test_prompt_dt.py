@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from promptdiff.models import ACTION_PAD, Prompt
+from promptdiff.prompt import Prompt
+from promptdiff.units import ACTION_PAD
 from promptdiff.models.prompt_dt import PromptDT, masked_action_mse
 
 OBS, ACT, K, L = 5, 3, 6, 4

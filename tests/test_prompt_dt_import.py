@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from promptdiff.data.hdf5_format import DatasetError, dataset_path, open_trajectories
-from promptdiff.data.prompt_dt_import import (
+from promptdiff.production.prompt_dt_import import (
     UnsafePickleError,
     default_env_prefix,
     import_prompt_dt,

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from promptdiff.envs import get_family
-from promptdiff.models.prompt import ACTION_PAD, Prompt
+from promptdiff.prompt import Prompt
+from promptdiff.units import ACTION_PAD, PLMUnits
 from promptdiff.models.prompt_dt import PromptDT
 from promptdiff.rollout import DTPolicy, episode_seed, evaluate, evaluate_sequential
 
@@ -34,7 +35,8 @@ def small_policy(fam, action_gain=1.0, K=4):
     with torch.no_grad():
         model.action_head[0].weight.mul_(action_gain)
     rng = np.random.default_rng(0)
-    return DTPolicy(model, rng.normal(size=fam.obs_dim) * 0.1, 1 + rng.random(fam.obs_dim), fam.rtg_scale)
+    return DTPolicy(model, PLMUnits(rng.normal(size=fam.obs_dim) * 0.1, 1 + rng.random(fam.obs_dim), fam.rtg_scale,
+                                    fam.horizon, context_length=K))  # fmt: skip
 
 
 class RecordingModel(nn.Module):
@@ -55,7 +57,8 @@ class RecordingModel(nn.Module):
 
 def stub_policy(fam, action):
     model = RecordingModel(fam.obs_dim, fam.act_dim, context_length=3, max_timestep=fam.horizon, action=action)
-    return DTPolicy(model, np.zeros(fam.obs_dim), np.ones(fam.obs_dim), fam.rtg_scale), model
+    return DTPolicy(model, PLMUnits(np.zeros(fam.obs_dim), np.ones(fam.obs_dim), fam.rtg_scale, fam.horizon,
+                                    context_length=3)), model  # fmt: skip
 
 
 # -- (a) batched evaluator == sequential reference ------------------------------------------------
@@ -79,7 +82,7 @@ def test_batched_equals_sequential_point_robot():
     assert batched["env_steps"] == 6 * fam.horizon
     # Different prompts make different behaviour (the prompt reaches the model per env).
     assert batched["tasks"][3]["return_mean"] != pytest.approx(batched["tasks"][11]["return_mean"])
-    assert batched["mean_return"] == pytest.approx(np.mean([batched["tasks"][t]["return_mean"] for t in tasks]))
+    assert batched["return_mean"] == pytest.approx(np.mean([batched["tasks"][t]["return_mean"] for t in tasks]))
 
 
 def test_batched_equals_sequential_ant_with_early_terminations():
@@ -115,7 +118,7 @@ def test_window_left_padding_history_rtg_and_timesteps():
     K, scale, target = 3, 10.0, 4.0
     model = RecordingModel(context_length=K, max_timestep=4, action=(5.0, -0.25))
     mean, std = np.array([1.0, -1.0]), np.array([2.0, 4.0])
-    policy = DTPolicy(model, mean, std, rtg_scale=scale)
+    policy = DTPolicy(model, PLMUnits(mean, std, scale, max_timestep=4, context_length=K))
     prompts = Prompt(torch.arange(2.0)[:, None, None].expand(2, 1, 2).clone(), torch.zeros(2, 1, 2),
                      torch.zeros(2, 1, 1), torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1))  # fmt: skip
     policy.reset(prompts, np.array([target, 2 * target]), horizon=3)  # horizon 3 forces the buffers to grow
@@ -165,7 +168,7 @@ def test_window_left_padding_history_rtg_and_timesteps():
 
 
 def test_act_record_protocol_is_enforced():
-    policy = DTPolicy(RecordingModel(), np.zeros(2), np.ones(2), rtg_scale=1.0)
+    policy = DTPolicy(RecordingModel(), PLMUnits(np.zeros(2), np.ones(2), 1.0, max_timestep=4, context_length=3))
     policy.reset(None, np.zeros(1))
     policy.act(np.zeros((1, 2)))
     with pytest.raises(RuntimeError):
@@ -209,7 +212,7 @@ def test_normalised_score_from_card(tmp_path):
         expect = (res["tasks"][t]["return_mean"] - c["random_return"]) / (c["expert_return"] - c["random_return"])
         assert res["tasks"][t]["normalised_score"] == pytest.approx(expect)
     scores = [res["tasks"][t]["normalised_score"] for t in (3, 11)]
-    assert res["mean_normalised_score"] == pytest.approx(np.mean(scores))
+    assert res["score_mean"] == pytest.approx(np.mean(scores))
     json.dumps(res)  # a plain dict
 
 
@@ -218,7 +221,7 @@ def test_missing_card_gives_none_and_warns_once(tmp_path):
     policy, prompts = small_policy(fam), random_prompts(fam, [3])
     with pytest.warns(RuntimeWarning, match="card"):
         res = evaluate(policy, fam.name, [3], prompts, episodes=1, card_root=tmp_path)
-    assert res["tasks"][3]["normalised_score"] is None and res["mean_normalised_score"] is None
+    assert res["tasks"][3]["normalised_score"] is None and res["score_mean"] is None
     import warnings
 
     with warnings.catch_warnings():
@@ -236,7 +239,7 @@ def test_success_rate_point_robot():
     # Standing still never reaches a goal on the unit circle.
     policy, _ = stub_policy(fam, action=(0.0, 0.0))
     res = evaluate(policy, fam.name, tasks, prompts, episodes=2, card_root="/nonexistent")
-    assert res["tasks"][0]["success_rate"] == 0.0 and res["mean_success_rate"] == 0.0
+    assert res["tasks"][0]["success_rate"] == 0.0 and res["success_mean"] == 0.0
     assert res["tasks"][0]["return_mean"] == pytest.approx(-fam.horizon)  # distance 1 at every step
     # Stepping +x at full speed passes through goal (1, 0) at step 10 (then overshoots: success
     # counts at any step) and never gets near (-1, 0).
@@ -244,14 +247,14 @@ def test_success_rate_point_robot():
     for run in (evaluate, evaluate_sequential):
         res = run(policy, fam.name, tasks, prompts, episodes=2, card_root="/nonexistent")
         assert res["tasks"][0]["success_rate"] == 1.0 and res["tasks"][39]["success_rate"] == 0.0
-        assert res["mean_success_rate"] == 0.5
+        assert res["success_mean"] == 0.5
 
 
 def test_families_without_success_have_no_success_keys():
     fam = get_family("ant_dir")
     policy, _ = stub_policy(fam, action=(0.0,) * fam.act_dim)
     res = evaluate(policy, fam.name, [6], random_prompts(fam, [6]), episodes=1, card_root="/nonexistent")
-    assert "mean_success_rate" not in res and "success_rate" not in res["tasks"][6]
+    assert "success_mean" not in res and "success_rate" not in res["tasks"][6]
 
 
 def test_rollout_layer_does_not_import_lightning():

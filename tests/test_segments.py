@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from promptdiff.data.collect import collect, default_collect_config
+from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.data.hdf5_format import Trajectory, dataset_path, open_trajectories
 from promptdiff.data.segments import SegmentSampler, TaskData, load_family_data, state_statistics
 from promptdiff.envs import get_family
-from promptdiff.models import ACTION_PAD, Prompt
+from promptdiff.prompt import Prompt
+from promptdiff.units import ACTION_PAD, PLMUnits
 
 
 def make_traj(task, traj_id, T, act_dim=2, rewards=None, seed=0):
@@ -27,7 +28,11 @@ def make_traj(task, traj_id, T, act_dim=2, rewards=None, seed=0):
 def identity_sampler(train, prompt, **kw):
     """A sampler with mean 0, std 1 and rtg_scale 1, so batch values are the raw values."""
     kw = {"K": 5, "prompt_length": 5, "max_timestep": 1000, **kw}
-    return SegmentSampler(train, prompt, np.zeros(4), np.ones(4), 1.0, **kw)
+    return SegmentSampler(train, prompt, units(np.zeros(4), np.ones(4), 1.0, **kw))
+
+
+def units(mean, std, rtg_scale, K=20, prompt_length=5, max_timestep=1000):
+    return PLMUnits(mean, std, rtg_scale, max_timestep, context_length=K, prompt_length=prompt_length)
 
 
 # -- TaskData -----------------------------------------------------------------------------------
@@ -162,7 +167,7 @@ def test_normalisation_uses_given_mean_std_and_rtg_scale():
     train = {0: TaskData.from_trajectories([make_traj(0, j, 15, seed=5) for j in range(3)])}
     raw = train[0].states.astype(np.float64)
     mean, std = np.array([0.3, -1.0, 2.0, 0.5]), np.array([2.0, 0.5, 4.0, 3.0])
-    sampler = SegmentSampler(train, train, mean, std, rtg_scale=8.0, K=6, prompt_length=4, max_timestep=100)
+    sampler = SegmentSampler(train, train, units(mean, std, rtg_scale=8.0, K=6, prompt_length=4, max_timestep=100))
     prompt, seg = sampler.sample(0, 200, np.random.default_rng(4))
     d = train[0]
     for states, rtg, mask, ts in [(seg["states"], seg["returns_to_go"], seg["mask"], seg["timesteps"]),
@@ -220,7 +225,7 @@ def test_sample_all_runs_on_ant_sized_synthetic_data():
     train = {t: TaskData.from_trajectories([traj(t) for _ in range(4)]) for t in range(45)}
     prompt = {t: TaskData.from_trajectories([traj(t) for _ in range(2)]) for t in range(45)}
     mean, std = state_statistics(train)
-    sampler = SegmentSampler(train, prompt, mean, std, 500.0, K=20, prompt_length=5, max_timestep=200)
+    sampler = SegmentSampler(train, prompt, units(mean, std, 500.0, K=20, prompt_length=5, max_timestep=200))
     p, seg, ids = sampler.sample_all(range(45), 16, np.random.default_rng(1))
     assert p.states.shape == (720, 5, 27) and seg["actions"].shape == (720, 20, 8) and ids.shape == (720,)
     assert torch.isfinite(seg["states"]).all() and seg["mask"][:, -1].eq(1).all()
@@ -245,8 +250,8 @@ def test_load_family_data_from_collected_files(tmp_path):
     assert d.returns_to_go[0] == pytest.approx(first.episode_return, rel=1e-5, abs=1e-5)
 
     mean, std = state_statistics({t: train[t] for t in fam.train_tasks})
-    sampler = SegmentSampler(train, prompt, mean, std, fam.rtg_scale, K=20, prompt_length=5,
-                             max_timestep=fam.horizon)  # fmt: skip
+    sampler = SegmentSampler(train, prompt, units(mean, std, fam.rtg_scale, K=20, prompt_length=5,
+                                                  max_timestep=fam.horizon))  # fmt: skip
     p, seg, ids = sampler.sample_all(fam.train_tasks, 4, np.random.default_rng(0))
     assert p.states.shape == (8, 5, 2) and seg["states"].shape == (8, 20, 2)
     assert seg["timesteps"].max() < fam.horizon

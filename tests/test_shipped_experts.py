@@ -6,10 +6,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from promptdiff.data.cards import QUALITY_BARS
-from promptdiff.data.collect import default_collect_config, rollout_batch
-from promptdiff.data.experts import LearnedExpert
-from promptdiff.data.expert_policy import load_expert_actor
+from promptdiff.production.collect import default_collect_config, rollout_batch
+from promptdiff.production.experts import LearnedExpert
+from promptdiff.production.expert_policy import load_expert_actor
 from promptdiff.envs import get_family
 
 from test_collect import ROOT
@@ -29,7 +28,7 @@ def test_shipped_expert_meets_its_per_task_floor(family):
     assert actor.body[0].in_features == fam.obs_dim + extra
     assert actor.mean.out_features == fam.act_dim
     task, floor = FLOORS[family]
-    trajs = rollout_batch(fam, [task, task], [11, 12], LearnedExpert(family, path), np.random.default_rng(0))
+    trajs = rollout_batch(fam, [task, task], [11, 12], LearnedExpert(fam, path), np.random.default_rng(0))
     assert min(t.episode_return for t in trajs) >= floor
 
 
@@ -39,8 +38,15 @@ def test_dataset_card_is_consistent(family):
     assert path.is_file(), f"{path} is not shipped"
     card = json.loads(path.read_text())
     fam = get_family(family)
-    assert card["family"] == family and card["quality_bar"] == QUALITY_BARS[family]
-    assert card["collection_config"] == asdict(default_collect_config(family)) | {"overwrite": card["collection_config"]["overwrite"]}
+    assert card["family"] == family
+    recorded = {k: v for k, v in card["collection_config"].items() if k not in ("overwrite", "roles")}
+    assert recorded == {k: v for k, v in asdict(default_collect_config(family)).items() if k not in ("overwrite", "roles")}
+    # the verdicts the card records follow from its own per-task numbers and the family's quality bar
+    rows = {int(t): r for t, r in card["tasks"].items()}
+    for source in ("expert", "prompt"):
+        verdict = fam.quality_bar.met({t: r[f"{source}_return"] for t, r in rows.items()},
+                                      {t: r[f"{source}_success"] for t, r in rows.items()})  # fmt: skip
+        assert card["summary"][f"{'train' if source == 'expert' else 'prompt'}_meets_bar"] == verdict
     assert sorted(map(int, card["tasks"])) == list(range(fam.num_tasks))
     for task, row in card["tasks"].items():
         assert row["split"] == fam.split_of(int(task))
@@ -59,7 +65,7 @@ def test_shipped_plm_reads_its_prompt(family, tmp_path):
 
     plm = PromptDTPretrain.load_policy(str(ROOT / "datasets" / family / "plm.ckpt"))
     dm = PromptDTDataModule(family, root=str(tmp_path))  # regenerates the data from the shipped expert
-    report = prompt_report(plm.rollout_policy(), plm.family, dm.expert_prompts, seeds=(0,), episodes=2,
+    report = prompt_report(plm.rollout_policy(), plm.family, dm.tail_prompts, seeds=(0,), episodes=2,
                            card_root=str(ROOT / "datasets"))
     assert report["expert_prompt_score"] >= 0.8
     assert report["other_task_prompt_score"] < report["expert_prompt_score"] - 0.5
@@ -81,5 +87,5 @@ def test_every_family_ships_a_plm_with_its_report(family):
     assert report["training"]["steps"] == ckpt["global_step"]
     assert report["expert_prompt_score"] >= 0.8, "the PLM does not use its own expert prompt well enough"
     assert report["other_task_prompt_score"] < report["expert_prompt_score"] - 0.3, "prompts barely matter"
-    own = np.mean([r["expert_prompt"]["mean_normalised_score"] for r in report["runs"]])
+    own = np.mean([r["expert_prompt"]["score_mean"] for r in report["runs"]])
     assert own == pytest.approx(report["expert_prompt_score"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import lightning as L
 
+from promptdiff.callbacks import targets
 from promptdiff.viz import denoising_figure, project_2d, prompt_points, prompt_space_figure
 
 __all__ = ["DenoisingChainCallback", "PromptSpaceCallback", "denoising_figure"]
@@ -40,7 +41,7 @@ class DenoisingChainCallback(L.Callback):
         """
         Args:
             every_n_val_epochs: log after every n-th validation epoch.
-            task_index: which task (index into the data module's tasks) is drawn.
+            task_index: which task (index into the module's evaluated tasks, `targets.rollout_tasks`) is drawn.
             seed: prompt seed (which few-shot tail gives the condition) and sampler seed.
             dims: how many state dimensions to draw (the first ones).
         """
@@ -55,7 +56,7 @@ class DenoisingChainCallback(L.Callback):
         self._val_epochs += 1
         if self._val_epochs % self.every:
             return
-        task = list(getattr(trainer.datamodule, "tasks", module.family.test_tasks))[self.task_index]
+        task = targets.rollout_tasks(module)[self.task_index]
         chain, expert = module.denoising_chain(trainer.datamodule, task, self.seed)
         fig = denoising_figure(chain, expert, self.dims,
                                title=f"{module.family.name} task {task}, step {trainer.global_step}")  # fmt: skip
@@ -85,19 +86,17 @@ class PromptSpaceCallback(L.Callback):
         self.last_projection: str | None = None
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not hasattr(module, "rollout_prompt_sets"):
+        if not trainer.is_global_zero or not targets.is_prompt_tuning(module):
             return
-        tasks = list(module.family.test_tasks)
-        was_training = module.training
+        tasks = targets.rollout_tasks(module)
         triples = []
         for s in range(self.seed, self.seed + self.n):
-            for name, prompts in module.rollout_prompt_sets(trainer.datamodule, tasks, s).items():
+            for name, prompts in targets.prompt_sets(module, trainer.datamodule, tasks, s).items():
                 triples += [(name, t, prompts[t]) for t in tasks]
-        module.train(was_training)
         X, task_ids, labels, space = prompt_points(triples, plm=getattr(module, "plm", None), space=self.space)
         Y, used = project_2d(X, self.projection, seed=self.seed, min_tsne_points=self.min_tsne_points)
         self.last_projection = used
-        title = (f"{module.family.name}: prompts of the test tasks, {self.n} prompt seeds\n"
+        title = (f"{module.family.name}: prompts of tasks {tasks}, {self.n} prompt seeds\n"
                  f"({used} of the prompts' {space} vectors, step {trainer.global_step})")  # fmt: skip
         fig = prompt_space_figure(Y, task_ids, labels, title=title, projection=used)
         self.last_figure = fig

@@ -1,21 +1,21 @@
-"""Roll the policy out on the family's test tasks during training and in `promptdiff test`.
+"""Roll the policy out on the module's tasks during training and in `promptdiff test`.
 
-(A prompt-tuning method is evaluated on the tasks it tunes, `module.rollout_tasks`: the test tasks,
-or held-out training tasks when hyper-parameters are being chosen with `split: val`.)
+Every `every_n_val_epochs` validation epochs (never during the sanity check) the callback asks the
+module for its tasks, prompt sets and policy (`promptdiff.callbacks.targets`: the test tasks, or the
+held-out training tasks under `split: val`), runs the batched evaluator and logs the results.
 
-Every `every_n_val_epochs` validation epochs (never during the sanity check) the callback asks
-the LightningModule for a `DTPolicy` (`rollout_policy()`) and for the prompts to compare, runs
-the batched evaluator and logs the results.
-
-* A module with `rollout_prompt_sets(datamodule, tasks, seed)` (prompt-tuning methods) returns
-  named prompt sets, e.g. {"generated": ..., "expert": ...}; each set is evaluated with the same
-  episodes and logged side by side as
+* A prompt-tuning method returns named prompt sets, e.g. {"generated": ..., "expert": ...}; each set
+  is evaluated with the same episodes and logged side by side as
 
       rollout/return_task<k>/<set>, rollout/return_mean/<set>, rollout/score_mean/<set>, rollout/success_mean/<set>
 
-* Otherwise (pre-training) the DataModule's `expert_prompts(tasks, seed)` are evaluated and logged as
+* Pre-training has one set, the expert prompts of its data module, logged as
 
       rollout/return_task<k>, rollout/return_mean, rollout/score_mean (normalised), rollout/success_mean
+
+Each set's result is the evaluator's schema (`promptdiff.rollout.evaluator`: per task the episodes'
+returns, their mean and std, the normalised score, the success rate), the same that is logged and
+written to JSON.
 
 With `final_table` the callback also evaluates once at the end of `fit`, prints per test task
 the return of every prompt set side by side, and writes `<log_dir>/rollout_final.json` (or the
@@ -27,27 +27,30 @@ Methods whose network differs per task (`policy_per_task`) are evaluated task by
 `rollout_policy(task)`; episode seeds depend on (seed, task, episode) only, so the numbers are
 the same as one batched evaluation would give.
 
-Under DDP the episodes are split across ranks (rank r plays episodes r, r + world, ...) and the
-per-task sums are reduced, so every rank logs the same numbers and a ModelCheckpoint can
-monitor them. In `promptdiff test` the same evaluation runs once and the summary is also
+Under DDP the episodes are split across ranks (rank r plays episodes r, r + world, ...); the
+per-episode results are reduced and summarised once, so every rank logs the same numbers and a
+ModelCheckpoint can monitor them. In `promptdiff test` the same evaluation runs once and the summary is also
 written as JSON to `<log_dir>/rollout_test.json`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 
+from promptdiff.callbacks import targets
 from promptdiff.rollout import evaluate
+from promptdiff.rollout.evaluator import summarise
 
 
 class RolloutCallback(L.Callback):
     def __init__(self, every_n_val_epochs: int = 1, episodes: int = 20, seed: int = 0, prompt_seed: int = 0,
-                 card_root: str = "datasets", vectorization: str = "sync", final_table: bool = False,
+                 card_root: str | None = None, vectorization: str = "sync", final_table: bool = False,
                  final_json: str | None = None, primary_only: bool = False):  # fmt: skip
         """
         Args:
@@ -55,7 +58,7 @@ class RolloutCallback(L.Callback):
             episodes: episodes per test task (split across ranks).
             seed: base seed of the episodes' resets.
             prompt_seed: which expert prompt of each test task's pool is used.
-            card_root: dataset root whose cards define the normalised score.
+            card_root: dataset root whose cards define the normalised score (default: the data module's root).
             vectorization: "sync" or "async" gymnasium vector env.
             final_table: evaluate once more when fit ends, print a per-task table of every prompt set and
                 write it to <log_dir>/rollout_final.json.
@@ -102,75 +105,69 @@ class RolloutCallback(L.Callback):
                 tmp.write_text(json.dumps(summary, indent=1) + "\n")
                 tmp.replace(path)
 
-    def _prompt_sets(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int]) -> dict[str, dict] | None:
-        if not hasattr(module, "rollout_prompt_sets"):
-            return None
-        sets = module.rollout_prompt_sets(trainer.datamodule, tasks, self.prompt_seed)
-        if self.primary_only:
-            sets = {module.primary_set: sets[module.primary_set]}
-        return sets
+    def _card_root(self, trainer: L.Trainer) -> str:
+        if self.card_root is not None:
+            return self.card_root
+        hparams = getattr(trainer.datamodule, "hparams", None) or {}
+        return str(hparams.get("root", "datasets"))
 
     def _run(self, trainer: L.Trainer, module: L.LightningModule, prefix: str | None) -> dict:
         """Evaluate every prompt set; log under `prefix` (None: no logging); return the summary."""
         family = module.family
-        tasks = list(getattr(module, "rollout_tasks", family.test_tasks))
-        was_training = module.training
-        sets = self._prompt_sets(trainer, module, tasks)
-        single = sets is None
-        if single:
-            sets = {"expert": trainer.datamodule.expert_prompts(tasks, self.prompt_seed)}
+        tasks = targets.rollout_tasks(module)
+        tuning = targets.is_prompt_tuning(module)
+        only = module.primary_set if self.primary_only else None
+        sets = targets.prompt_sets(module, trainer.datamodule, tasks, self.prompt_seed, only=only)
         summary = {"family": family.name, "episodes": self.episodes, "seed": self.seed,
                    "prompt_seed": self.prompt_seed, "sets": {}}  # fmt: skip
-        if not single:
+        if tuning:
             summary.update(method=type(module).__name__, primary=module.primary_set,
                            tuned_parameters=int(module.num_tuned_parameters))
+        was_training = module.training
         for name, prompts in sets.items():
             result = self._evaluate(trainer, module, tasks, prompts)
             summary["sets"][name] = result
             if prefix is not None:
-                suffix = "" if single else f"/{name}"
+                suffix = f"/{name}" if tuning else ""
                 for t in tasks:
                     module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"])
                 for key in ("return_mean", "score_mean", "success_mean"):
-                    if key in result:
+                    if result.get(key) is not None:
                         module.log(f"{prefix}/{key}{suffix}", result[key])
         module.train(was_training)
-        if single:  # pre-training: the expert set is the whole summary, as before
-            summary.update(summary.pop("sets")["expert"])
+        if not tuning:  # pre-training: the expert set is the whole summary
+            summary.update(summary.pop("sets")[module.primary_set])
         self.last = summary
         return summary
 
     def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int], prompts: dict) -> dict:
+        """This rank's share of the episodes, reduced over ranks, summarised by the evaluator's `summarise`."""
         family = module.family
         world, rank = trainer.world_size, trainer.global_rank
         mine = list(range(rank, self.episodes, world))
-        sums = torch.zeros(len(tasks), 3, dtype=torch.float64)  # return sum, episodes, successes
+        E = self.episodes
+        played = torch.zeros(len(tasks), E, 3, dtype=torch.float64)  # return, length, success per episode
+        calls = torch.zeros(1, dtype=torch.float64)
+        start = time.perf_counter()
         if mine:
-            kw = dict(card_root=self.card_root, vectorization=self.vectorization, episode_ids=mine, seed=self.seed)
+            kw = dict(card_root=self._card_root(trainer), vectorization=self.vectorization, episode_ids=mine,
+                      seed=self.seed)  # fmt: skip
             if getattr(module, "policy_per_task", False):
-                per = {t: evaluate(module.rollout_policy(t), family, [t], {t: prompts[t]}, len(mine), **kw)["tasks"][t]
-                       for t in tasks}  # fmt: skip
+                results = [evaluate(targets.policy(module, t), family, [t], {t: prompts[t]}, len(mine), **kw) for t in tasks]
+                per = {t: r["tasks"][t] for t, r in zip(tasks, results)}
+                calls += sum(r["policy_calls"] for r in results)
             else:
-                per = evaluate(module.rollout_policy(), family, tasks, prompts, len(mine), **kw)["tasks"]
+                result = evaluate(targets.policy(module), family, tasks, prompts, len(mine), **kw)
+                per, calls = result["tasks"], calls + result["policy_calls"]
             for j, t in enumerate(tasks):
-                entry = per[t]
-                sums[j, 0] = float(np.sum(entry["returns"]))
-                sums[j, 1] = len(entry["returns"])
-                sums[j, 2] = entry.get("success_rate", 0.0) * len(entry["returns"])
-        sums = trainer.strategy.reduce(sums.to(module.device), reduce_op="sum").cpu()
-        means = (sums[:, 0] / sums[:, 1]).tolist()
-        scores = _scores(family.name, tasks, means, self.card_root)
-        out = {"tasks": {}}
-        for j, t in enumerate(tasks):
-            out["tasks"][t] = {"return_mean": means[j], "normalised_score": scores[j]}
-            if family.has_success:
-                out["tasks"][t]["success_rate"] = float(sums[j, 2] / sums[j, 1])
-        out["return_mean"] = float(np.mean(means))
-        if all(s is not None for s in scores):
-            out["score_mean"] = float(np.mean(scores))
-        if family.has_success:
-            out["success_mean"] = float(sums[:, 2].sum() / sums[:, 1].sum())
-        return out
+                played[j, mine, 0] = torch.tensor(per[t]["returns"], dtype=torch.float64)
+                played[j, mine, 1] = torch.tensor(per[t]["lengths"], dtype=torch.float64)
+                played[j, mine, 2] = torch.tensor(per[t].get("successes", [False] * len(mine)), dtype=torch.float64)
+        played = trainer.strategy.reduce(played.to(module.device), reduce_op="sum").cpu().numpy()
+        calls = float(trainer.strategy.reduce(calls.to(module.device), reduce_op="sum").cpu())
+        flat = played.reshape(len(tasks) * E, 3)
+        return summarise(family, tasks, E, flat[:, 0], flat[:, 1].astype(np.int64), flat[:, 2] > 0.5, int(calls),
+                         self._card_root(trainer), time.perf_counter() - start)  # fmt: skip
 
 
 def format_table(summary: dict) -> str:
@@ -183,23 +180,9 @@ def format_table(summary: dict) -> str:
     for t in tasks:
         rows.append([str(t), *[f"{sets[n]['tasks'][t]['return_mean']:.1f}" for n in names]])
     rows.append(["mean", *[f"{sets[n]['return_mean']:.1f}" for n in names]])
-    if all("score_mean" in sets[n] for n in names):
+    if all(sets[n].get("score_mean") is not None for n in names):
         rows.append(["score", *[f"{sets[n]['score_mean']:.3f}" for n in names]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [head] + ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(2, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _scores(family: str, tasks: list[int], means: list[float], root: str) -> list[float | None]:
-    from promptdiff.data.cards import load_card
-
-    try:
-        card = load_card(family, root)["tasks"]
-    except FileNotFoundError:
-        return [None] * len(tasks)
-    out = []
-    for t, m in zip(tasks, means):
-        row = card.get(str(t))
-        out.append(None if row is None else (m - row["random_return"]) / (row["expert_return"] - row["random_return"]))
-    return out

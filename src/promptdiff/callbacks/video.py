@@ -27,6 +27,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
+from promptdiff.callbacks import targets
 from promptdiff.rollout import RenderingUnavailable, render_episode
 
 
@@ -55,7 +56,7 @@ class RolloutVideoCallback(L.Callback):
                  fps: int = 20, width: int = 240, height: int = 180):  # fmt: skip
         """
         Args:
-            task_index: which test task (index into the family's test tasks) is played.
+            task_index: which task (index into the module's evaluated tasks, `targets.rollout_tasks`) is played.
             every_n_val_epochs: also log after every n-th validation epoch (0: only at the end of fit).
             at_fit_end: log once when fit ends.
             prompt_set: which of the module's prompt sets prompts the episode (default: its primary set).
@@ -86,21 +87,17 @@ class RolloutVideoCallback(L.Callback):
             self._record(trainer, module)
 
     def _prompt(self, trainer: L.Trainer, module: L.LightningModule, task: int):
-        if hasattr(module, "rollout_prompt_sets"):
-            sets = module.rollout_prompt_sets(trainer.datamodule, [task], self.prompt_seed)
-            name = self.prompt_set or getattr(module, "primary_set", None) or next(iter(sets))
-            return name, sets[name][task]
-        return "expert", trainer.datamodule.expert_prompts([task], self.prompt_seed)[task]
+        name = self.prompt_set or module.primary_set
+        return name, targets.prompt_sets(module, trainer.datamodule, [task], self.prompt_seed, only=name)[name][task]
 
     def _record(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.unavailable is not None:
             return
-        task = list(module.family.test_tasks)[self.task_index]
+        task = targets.rollout_tasks(module)[self.task_index]
         was_training = module.training
         try:
             name, prompt = self._prompt(trainer, module, task)
-            per_task = getattr(module, "policy_per_task", False)
-            policy = module.rollout_policy(task) if per_task else module.rollout_policy()
+            policy = targets.policy(module, task)
             episode = render_episode(policy, module.family, task, prompt, seed=self.seed,
                                      frame_every=self.frame_every, width=self.width, height=self.height,
                                      max_side=max(self.width, self.height))  # fmt: skip

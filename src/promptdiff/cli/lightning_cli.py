@@ -1,8 +1,15 @@
 """`promptdiff fit | validate | test`: LightningCLI (omegaconf mode) over promptdiff's modules.
 
 Configs name the LightningModule and LightningDataModule by class path (`model.class_path`,
-`data.class_path`); the data module's family and sequence lengths are linked into the model,
-so each is written once.
+`data.class_path`) and compose: a method config plus a family config (several `--config` files,
+later ones override earlier ones). What the model and the data must agree on is written once, in
+the data module, and linked into the model where the model has the argument: the family, the
+sequence lengths K and L, the dataset root (from which the default PLM path is derived), the split
+and its tasks.
+
+Before a run starts, the data files that this run's data module reads are made from the family's
+expert if they are missing (and only those): the first-run convenience of `promptdiff fit --config
+conf/ant_dir.yaml` on a fresh clone. Readers themselves never write.
 """
 
 from __future__ import annotations
@@ -10,12 +17,31 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LINKED = ("family", "context_length", "prompt_length", "root", "split", "tasks")
 
 
 class PromptDiffCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        for key in ("family", "context_length", "prompt_length"):
+        # a link whose source or target the chosen classes lack is skipped (e.g. no split in pre-training)
+        for key in LINKED:
             parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}", apply_on="parse")
+
+    def _ensure_data(self) -> None:
+        dm = self.datamodule
+        if dm is None or not hasattr(dm, "required_files"):
+            return
+        from promptdiff.production.collect import ensure_files
+
+        ensure_files(dm.family, dm.required_files(), dm.hparams.root)
+
+    def before_fit(self) -> None:
+        self._ensure_data()
+
+    def before_validate(self) -> None:
+        self._ensure_data()
+
+    def before_test(self) -> None:
+        self._ensure_data()
 
 
 def run_lightning(argv: list[str] | None) -> int:

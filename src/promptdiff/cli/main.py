@@ -1,6 +1,6 @@
 """`promptdiff`: one console script for every stage.
 
-    promptdiff collect --config conf/collect/<family>.yaml      expert data -> datasets/<family>/
+    promptdiff collect --family <family>                        expert data -> datasets/<family>/
     promptdiff expert train --config conf/expert/<family>.yaml  train a learned expert (PPO)
     promptdiff data import-prompt-dt SRC --family NAME          convert Prompt-DT's pickles
     promptdiff data info FILE                                   summarise a trajectory file
@@ -10,6 +10,10 @@
 
 Subcommands parse with jsonargparse (LightningCLI's parser): every option can come from a YAML
 given with --config and be overridden on the command line.
+
+`promptdiff --plugin MODULE_OR_FILE.py <command> ...` (repeatable) first loads a plugin that
+registers task families of one's own (see docs/extending.md); it is passed on to every worker and
+benchmark cell through the PROMPTDIFF_PLUGINS environment variable.
 """
 
 from __future__ import annotations
@@ -33,14 +37,14 @@ def _config_parser(config_class, description: str) -> ArgumentParser:
 
 
 def _collect_parser() -> ArgumentParser:
-    from promptdiff.data.collect import CollectConfig
+    from promptdiff.production.collect import CollectConfig
 
     return _config_parser(CollectConfig, "Roll out the expert on every task of a family and write its "
                           "training set and few-shot prompt pool (HDF5) plus the dataset card.")  # fmt: skip
 
 
 def _expert_train_parser() -> ArgumentParser:
-    from promptdiff.data.expert_training import ExpertTrainingConfig
+    from promptdiff.production.expert_training import ExpertTrainingConfig
 
     return _config_parser(ExpertTrainingConfig, "Train a task-conditioned PPO expert "
                           "(stable-baselines3); resumes from the newest checkpoint in work_dir.")  # fmt: skip
@@ -77,7 +81,8 @@ def _info_parser() -> ArgumentParser:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="promptdiff", description="promptdiff: prompt tuning of pre-trained decision transformers. "
                             "Run `promptdiff <command> --help` for each command's options; "
-                            "`promptdiff fit|validate|test --config ...` run Lightning (see `promptdiff fit --help`).",
+                            "`promptdiff fit|validate|test --config ...` run Lightning (see `promptdiff fit --help`); "
+                            "`promptdiff --plugin MODULE <command> ...` loads a plugin with families of one's own first.",
                             version=f"promptdiff {__version__}")  # fmt: skip
     sub = parser.add_subcommands(dest="command")
     sub.add_subcommand("collect", _collect_parser(), help="collect expert data for a task family")
@@ -101,9 +106,31 @@ def _strip(ns) -> dict:
     return d
 
 
+def _take_plugins(argv: list[str]) -> list[str]:
+    """Load the leading `--plugin X` / `--plugin=X` options; return the remaining arguments."""
+    from promptdiff.envs import add_plugin
+
+    while argv and (argv[0] == "--plugin" or argv[0].startswith("--plugin=")):
+        if argv[0] == "--plugin":
+            if len(argv) < 2:
+                raise SystemExit("promptdiff: error: --plugin needs a module name or a .py file")
+            name, argv = argv[1], argv[2:]
+        else:
+            name, argv = argv[0].split("=", 1)[1], argv[1:]
+        try:
+            add_plugin(name)
+        except ImportError as err:
+            raise SystemExit(f"promptdiff: error: {err}") from None
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
+    plugged = argv[:1] and (argv[0] == "--plugin" or argv[0].startswith("--plugin="))
+    argv = _take_plugins(argv)
+    if plugged:
+        from_command_line = False  # LightningCLI must not read sys.argv, which still holds --plugin
     from promptdiff.cli.lightning_cli import LIGHTNING_COMMANDS
 
     if argv and argv[0] in LIGHTNING_COMMANDS:
@@ -116,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if cfg.command == "collect":
-            from promptdiff.data.collect import CollectConfig, collect
+            from promptdiff.production.collect import CollectConfig, collect
 
             for path in collect(CollectConfig(**_strip(cfg.collect))):
                 print(path)
@@ -133,20 +160,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"promptdiff: {len(result['failed'])} cells failed: {', '.join(result['failed'])}", file=sys.stderr)
                 return 1
         elif cfg.command == "expert":
-            from promptdiff.data.expert_training import ExpertTrainingConfig, train_expert
+            from promptdiff.production.expert_training import ExpertTrainingConfig, train_expert
 
             print(train_expert(ExpertTrainingConfig(**_strip(cfg.expert.train))))
         elif cfg.command == "data" and cfg.data.action == "import-prompt-dt":
-            from promptdiff.data.prompt_dt_import import import_prompt_dt
+            from promptdiff.production.prompt_dt_import import import_prompt_dt
 
             a = cfg.data["import-prompt-dt"]
             for path in import_prompt_dt(a.src, a.family, out_root=a.out_root, env_prefix=a.env_prefix, tasks=a.tasks):
                 print(path)
         elif cfg.command == "data" and cfg.data.action == "info":
-            from promptdiff.data.collect import summarise
+            from promptdiff.data.hdf5_format import summarise
 
             print(json.dumps(summarise(cfg.data.info.file), indent=1))
-    except (DatasetError, FileNotFoundError, KeyError, ValueError) as err:
+    except (DatasetError, FileNotFoundError, KeyError, ValueError, ImportError) as err:
         print(f"promptdiff: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -6,8 +6,9 @@ drawn from a generator seeded with (seed, r, i): ranks see different samples, a 
 reproducible from its seed, and a run resumed from a checkpoint at step i continues with
 exactly the batches an uninterrupted run would have drawn.
 
-State normalisation statistics come from the training tasks' data only; the pre-training
-module copies them into its checkpoint.
+The PLM's units (`promptdiff.units.PLMUnits`: state statistics of the training tasks' data
+only, return scale, timestep clip, K and L) are computed here; the pre-training module saves them
+in its checkpoint.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from promptdiff.data.segments import SegmentSampler, load_family_data, state_statistics
-from promptdiff.models import Prompt
+from promptdiff.data.segments import SegmentSampler, load_family_data, state_statistics, tail_prompts
 from promptdiff.envs import get_family
+from promptdiff.prompt import Prompt
+from promptdiff.units import PLMUnits
 
 
 class _BatchStream(IterableDataset):
@@ -58,7 +60,7 @@ class PromptDTDataModule(L.LightningDataModule):
         """
         Args:
             family: task family (its training tasks are pre-trained on).
-            root: dataset root; missing files are generated from the shipped experts.
+            root: dataset root (`promptdiff fit` makes missing files from the shipped experts).
             quality: data quality of the training set and prompt pool (expert, medium, random).
             batch_size_per_task: (prompt, segment) pairs per training task in every batch.
             context_length: K, the steps of each segment.
@@ -79,7 +81,11 @@ class PromptDTDataModule(L.LightningDataModule):
         if include_test_tasks:
             self.train_tasks += [t for t in self.family.test_tasks if t not in self.train_tasks]
         self.sampler: SegmentSampler | None = None
-        self.state_mean = self.state_std = None
+        self.units: PLMUnits | None = None
+
+    def required_files(self) -> list[tuple[str, str]]:
+        """(role, quality) of every file this module reads."""
+        return [("train", self.hparams.quality), ("prompt", self.hparams.quality)]
 
     def setup(self, stage: str | None = None) -> None:
         if self.sampler is not None:
@@ -87,10 +93,10 @@ class PromptDTDataModule(L.LightningDataModule):
         hp = self.hparams
         narrowed = sorted(set(self.train_tasks) | set(self.family.test_tasks)) if hp.train_tasks is not None else None
         train, prompt = load_family_data(self.family, hp.root, hp.quality, tasks=narrowed)
-        self.state_mean, self.state_std = state_statistics({t: train[t] for t in self.train_tasks})
-        self.sampler = SegmentSampler(train, prompt, self.state_mean, self.state_std, self.family.rtg_scale,
-                                      K=hp.context_length, prompt_length=hp.prompt_length,
-                                      max_timestep=self.family.horizon)  # fmt: skip
+        mean, std = state_statistics({t: train[t] for t in self.train_tasks})
+        raw = PLMUnits.raw(self.family, hp.context_length, hp.prompt_length)
+        self.units = raw.with_states(mean, std)
+        self.sampler = SegmentSampler(train, prompt, self.units)
 
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
@@ -111,17 +117,17 @@ class PromptDTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def expert_prompts(self, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
-        """One prompt (P = 1) per task: the tail of a random trajectory of its expert prompt pool."""
+    def tail_prompts(self, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
+        """One prompt (P = 1, PLM units) per task: the tail of a random trajectory of its prompt pool."""
         self.setup()
-        rng = np.random.default_rng([seed, 7])
-        return {t: self.sampler.sample(t, 1, rng)[0] for t in tasks}
+        return tail_prompts(self.sampler, tasks, seed)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return {"prompt": batch["prompt"].to(device),
                 "segment": {k: v.to(device) for k, v in batch["segment"].items()},
                 "task_ids": batch["task_ids"].to(device)}  # fmt: skip
 
-    def state_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def plm_units(self) -> PLMUnits:
+        """The units of a PLM pre-trained on this module's data."""
         self.setup()
-        return torch.as_tensor(self.state_mean, dtype=torch.float32), torch.as_tensor(self.state_std, dtype=torch.float32)
+        return self.units

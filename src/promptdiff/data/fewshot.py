@@ -35,9 +35,10 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from promptdiff.data.datamodule import _loader  # same endless-stream loader as pre-training
 from promptdiff.data.hdf5_format import QUALITIES
-from promptdiff.data.segments import SegmentSampler, TaskData, load_family_data
+from promptdiff.data.segments import SegmentSampler, TaskData, load_family_data, tail_prompts
 from promptdiff.envs import get_family
-from promptdiff.models import Prompt
+from promptdiff.prompt import Prompt
+from promptdiff.units import PLMUnits
 
 
 class WindowSampler:
@@ -45,14 +46,13 @@ class WindowSampler:
 
     Args:
         data: task -> TaskData; trajectories shorter than L contribute no window.
-        prompt_length: L.
-        rtg_scale: rewards and returns-to-go are divided by it.
-        max_timestep: timesteps are clipped to max_timestep - 1.
+        units: L (`prompt_length`), the return scale (rewards and returns-to-go are divided by it) and the
+            timestep clip. States stay raw.
     """
 
-    def __init__(self, data: dict[int, TaskData], prompt_length: int, rtg_scale: float, max_timestep: int):
+    def __init__(self, data: dict[int, TaskData], units: PLMUnits):
         self.tasks = list(data)
-        self.L = int(prompt_length)
+        self.L = int(units.prompt_length)
         parts = [data[t] for t in self.tasks]
         base = np.concatenate([[0], np.cumsum([d.num_steps for d in parts])[:-1]]).astype(np.int64)
         starts, counts = [], []
@@ -65,12 +65,11 @@ class WindowSampler:
         self.starts = np.concatenate(starts).astype(np.int64)
         self.counts = np.asarray(counts, np.int64)
         self.first = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        scale = float(rtg_scale)
         self.states = np.concatenate([d.states for d in parts]).astype(np.float32)
         self.actions = np.concatenate([d.actions for d in parts]).astype(np.float32)
-        self.rewards = (np.concatenate([d.rewards for d in parts]).astype(np.float64) / scale).astype(np.float32)
-        self.rtg = (np.concatenate([d.returns_to_go for d in parts]).astype(np.float64) / scale).astype(np.float32)
-        self.timesteps = np.minimum(np.concatenate([d.timesteps for d in parts]), max_timestep - 1).astype(np.int64)
+        self.rewards = units.scale_returns(np.concatenate([d.rewards for d in parts])).astype(np.float32)
+        self.rtg = units.scale_returns(np.concatenate([d.returns_to_go for d in parts])).astype(np.float32)
+        self.timesteps = units.clip_timesteps(np.concatenate([d.timesteps for d in parts])).astype(np.int64)
         self._ar = np.arange(self.L, dtype=np.int64)
 
     def num_windows(self, task: int) -> int:
@@ -106,7 +105,7 @@ class FewShotDataModule(L.LightningDataModule):
         """
         Args:
             family: task family.
-            root: dataset root; missing files are generated from the shipped experts.
+            root: dataset root (`promptdiff fit` makes missing files from the shipped experts).
             quality: quality of the few-shot data (expert, medium, random; cheetah_vel has all three).
             split: "test" (prompt tuning on the unseen tasks), "val" (the same few-shot protocol on held-out
                 training tasks, for choosing hyper-parameters) or "train" (stage-1 diffuser pre-training).
@@ -141,22 +140,29 @@ class FewShotDataModule(L.LightningDataModule):
         self.segments: SegmentSampler | None = None
         self.tails: SegmentSampler | None = None
 
+    def required_files(self) -> list[tuple[str, str]]:
+        """(role, quality) of every file this module reads: the few-shot stage reads only prompt pools."""
+        hp = self.hparams
+        files = [("train", hp.quality)] if hp.source == "train" else []
+        files.append(("prompt", hp.quality))
+        if hp.prompt_quality not in (None, hp.quality):
+            files.append(("prompt", hp.prompt_quality))
+        return files
+
     def setup(self, stage: str | None = None) -> None:
         if self.windows is not None:
             return
         hp, fam = self.hparams, self.family
-        train, prompt = load_family_data(fam, hp.root, hp.quality, tasks=self.tasks)
+        roles = ("train", "prompt") if hp.source == "train" else ("prompt",)
+        train, prompt = load_family_data(fam, hp.root, hp.quality, tasks=self.tasks, roles=roles)
         data = prompt if hp.source == "prompt" else train
-        self.windows = WindowSampler(data, hp.prompt_length, fam.rtg_scale, fam.horizon)
-        zeros, ones = np.zeros(fam.obs_dim), np.ones(fam.obs_dim)  # raw states: the method normalises
-
-        def sampler(pool):  # segments come from `data`; the tails of `pool` give the starting prompts
-            return SegmentSampler(data, pool, zeros, ones, fam.rtg_scale, K=hp.context_length,
-                                  prompt_length=hp.prompt_length, max_timestep=fam.horizon)  # fmt: skip
-
-        self.segments = self.tails = sampler(prompt)
+        units = self.units = PLMUnits.raw(fam, hp.context_length, hp.prompt_length)  # the method normalises states
+        self.windows = WindowSampler(data, units)
+        # segments come from `data`; the tails of the prompt pool give the starting prompts
+        self.segments = self.tails = SegmentSampler(data, prompt, units)
         if hp.prompt_quality not in (None, hp.quality):  # starting prompts from another pool
-            self.tails = sampler(load_family_data(fam, hp.root, hp.prompt_quality, tasks=self.tasks)[1])
+            pool = load_family_data(fam, hp.root, hp.prompt_quality, tasks=self.tasks, roles=("prompt",))[1]
+            self.tails = SegmentSampler(data, pool, units)
 
     @property
     def x_dim(self) -> int:
@@ -196,10 +202,9 @@ class FewShotDataModule(L.LightningDataModule):
 
     def tail_prompts(self, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
         """One RAW prompt (P = 1, states unnormalised) per task: the tail of a random trajectory of
-        its few-shot pool (of `prompt_quality`), drawn exactly as the pre-training module's `expert_prompts`."""
+        its few-shot pool (of `prompt_quality`), drawn by `promptdiff.data.segments.tail_prompts`."""
         self.setup()
-        rng = np.random.default_rng([seed, 7])
-        return {t: self.tails.sample(t, 1, rng)[0] for t in tasks}
+        return tail_prompts(self.tails, tasks, seed)
 
 
 def _to(obj, device):

@@ -360,3 +360,10 @@ def dataset_path(family: str, role: str, quality: str = "expert", root: str | Pa
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
     return Path(root) / family / f"{role}-{quality}.h5"
+
+
+def summarise(path: str | Path) -> dict:
+    """Per-task statistics of a file (used by `promptdiff data info`)."""
+    with open_trajectories(path) as f:
+        return {"family": f.family, "role": f.role, "quality": f.quality, "episodes": f.num_episodes,
+                "tasks": {t: s for t, s in f.task_stats.items()}}  # fmt: skip

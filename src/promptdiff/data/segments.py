@@ -13,14 +13,14 @@ Three pieces, plain numpy + torch:
       * a SEGMENT: the up-to-K steps starting at a uniformly random step of a random training
         trajectory of the same task.
     Both are LEFT-padded to their length and returned in the PLM's units (see
-    `promptdiff.models.prompt`). Drawing is fully vectorised: every sample of every task is
+    `promptdiff.prompt`). Drawing is fully vectorised: every sample of every task is
     gathered by one fancy-indexing operation per field.
 
 `state_statistics`, `load_family_data`
     State normalisation statistics (training tasks only) and loading a family's files.
 
-Padding convention (shared with `Prompt`): state 0, action ACTION_PAD, return-to-go 0,
-timestep 0, mask 0.
+Units (state normalisation, return scale, timestep clipping, padding) are those of one
+`promptdiff.units.PLMUnits`; raw units (no state statistics) leave states unnormalised.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from promptdiff.data.hdf5_format import Trajectory, dataset_path, open_trajectories
-from promptdiff.models.prompt import ACTION_PAD, Prompt
+from promptdiff.data.hdf5_format import DatasetError, Trajectory, dataset_path, open_trajectories
+from promptdiff.prompt import Prompt
+from promptdiff.units import PLMUnits
 
-__all__ = ["TaskData", "SegmentSampler", "state_statistics", "load_family_data"]
+__all__ = ["TaskData", "SegmentSampler", "state_statistics", "load_family_data", "tail_prompts"]
 
 
 # -- packed per-task data -----------------------------------------------------------------------
@@ -134,7 +135,7 @@ class _Pool:
     stored normalised and returns-to-go already divided by rtg_scale.
     """
 
-    def __init__(self, data: Mapping[int, TaskData], state_mean, state_std, rtg_scale: float, max_timestep: int):
+    def __init__(self, data: Mapping[int, TaskData], units: PLMUnits):
         self.tasks = list(data)
         self.row = {t: i for i, t in enumerate(self.tasks)}  # task -> row in the per-task tables
         parts = [data[t] for t in self.tasks]
@@ -148,18 +149,15 @@ class _Pool:
         self.traj_length = np.concatenate([d.lengths for d in parts]).astype(np.int64)
         self.pad_row = int(n_steps.sum())
 
-        mean = np.asarray(state_mean, np.float64)
-        std = np.asarray(state_std, np.float64)
-        states = np.concatenate([d.states for d in parts]).astype(np.float64)
-        states = ((states - mean) / std).astype(np.float32)
+        states = units.normalise_states(np.concatenate([d.states for d in parts])).astype(np.float32)
         obs_dim, act_dim = states.shape[1], parts[0].act_dim
         self.states = np.concatenate([states, np.zeros((1, obs_dim), np.float32)])
         actions = np.concatenate([d.actions for d in parts]).astype(np.float32)
-        self.actions = np.concatenate([actions, np.full((1, act_dim), ACTION_PAD, np.float32)])
-        rtg = np.concatenate([d.returns_to_go for d in parts]).astype(np.float64) / float(rtg_scale)
+        self.actions = np.concatenate([actions, np.full((1, act_dim), units.action_pad, np.float32)])
+        rtg = units.scale_returns(np.concatenate([d.returns_to_go for d in parts]))
         self.rtg = np.concatenate([rtg.astype(np.float32), [0.0]]).astype(np.float32)[:, None]  # (N+1, 1)
         ts = np.concatenate([d.timesteps for d in parts]).astype(np.int64)
-        self.timesteps = np.concatenate([np.minimum(ts, max_timestep - 1), [0]]).astype(np.int64)
+        self.timesteps = np.concatenate([units.clip_timesteps(ts), [0]]).astype(np.int64)
 
     def task_rows(self, tasks: Sequence[int], what: str) -> np.ndarray:
         try:
@@ -189,36 +187,27 @@ class SegmentSampler:
     Args:
         train_data: task -> TaskData of the training set (segments are drawn from it).
         prompt_data: task -> TaskData of the prompt pool (prompts are drawn from it).
-        state_mean, state_std: (obs_dim,) normalisation, s -> (s - mean) / std.
-        rtg_scale: returns-to-go are divided by it.
-        K: segment length (context length).
-        prompt_length: L, the prompt length.
-        max_timestep: size of the PLM's timestep table; timesteps are clipped to max_timestep - 1.
+        units: the PLM's units: state statistics (None: raw states), return scale, timestep clip,
+            K (segment length) and L (prompt length).
 
     Everything the draws need (normalised states, scaled returns-to-go, clipped timesteps, the
     trajectory tables) is precomputed here; a draw is a handful of random-integer calls and one
     fancy-indexing gather per field, with no Python loop over samples or tasks.
     """
 
-    def __init__(self, train_data: Mapping[int, TaskData], prompt_data: Mapping[int, TaskData], state_mean,
-                 state_std, rtg_scale: float, K: int = 20, prompt_length: int = 5, max_timestep: int = 1000):  # fmt: skip
+    def __init__(self, train_data: Mapping[int, TaskData], prompt_data: Mapping[int, TaskData], units: PLMUnits):
         if not train_data or not prompt_data:
             raise ValueError("SegmentSampler needs training data and prompt data")
-        if K < 1 or prompt_length < 1 or max_timestep < 1:
-            raise ValueError(f"K, prompt_length and max_timestep must be >= 1 (got {K}, {prompt_length}, {max_timestep})")
         dims = {(d.obs_dim, d.act_dim) for d in (*train_data.values(), *prompt_data.values())}
         if len(dims) != 1:
             raise ValueError(f"tasks disagree on (obs_dim, act_dim): {sorted(dims)}")
         self.obs_dim, self.act_dim = dims.pop()
-        if np.shape(state_mean) != (self.obs_dim,) or np.shape(state_std) != (self.obs_dim,):
-            raise ValueError(f"state_mean/state_std must have shape ({self.obs_dim},), got "
-                             f"{np.shape(state_mean)} and {np.shape(state_std)}")  # fmt: skip
-        self.state_mean = np.asarray(state_mean, np.float64)
-        self.state_std = np.asarray(state_std, np.float64)
-        self.rtg_scale = float(rtg_scale)
-        self.K, self.prompt_length, self.max_timestep = int(K), int(prompt_length), int(max_timestep)
-        self._train = _Pool(train_data, self.state_mean, self.state_std, self.rtg_scale, self.max_timestep)
-        self._prompt = _Pool(prompt_data, self.state_mean, self.state_std, self.rtg_scale, self.max_timestep)
+        if units.obs_dim not in (None, self.obs_dim):
+            raise ValueError(f"state statistics have {units.obs_dim} dimensions, the data {self.obs_dim}")
+        self.units = units
+        self.K, self.prompt_length = units.context_length, units.prompt_length
+        self._train = _Pool(train_data, units)
+        self._prompt = _Pool(prompt_data, units)
         self._arange_K = np.arange(self.K, dtype=np.int64)
         self._arange_L = np.arange(self.prompt_length, dtype=np.int64)
 
@@ -303,26 +292,35 @@ class SegmentSampler:
 # -- loading ------------------------------------------------------------------------------------
 
 
-def load_family_data(family, root: str | Path = "datasets", quality: str = "expert", tasks: Iterable[int] | None = None
-                     ) -> tuple[dict[int, TaskData], dict[int, TaskData]]:  # fmt: skip
-    """Load the training set and prompt pool of every train and test task of a family.
+def load_family_data(family, root: str | Path = "datasets", quality: str = "expert", tasks: Iterable[int] | None = None,
+                     roles: Sequence[str] = ("train", "prompt")) -> tuple[dict[int, TaskData] | None, ...]:  # fmt: skip
+    """Load the training set and prompt pool of a family's tasks (reading only: nothing is generated).
 
-    `family` is a name or a `TaskFamily`. Missing files are generated first from the shipped
-    experts (`ensure_family_data`); families that share data (ant_dir_ood) read their data
-    family's files. `tasks` narrows the load (default: every train and test task). Returns
-    (train, prompt), each task -> TaskData, tasks in ascending order.
+    `family` is a name or a `TaskFamily`; families that share data (ant_dir_ood) read their data
+    family's files. `tasks` narrows the load (default: every train and test task). `roles` names the
+    files to read; the other entry of the result is None. A missing file is a `DatasetError` that
+    names the command which writes it. Returns (train, prompt), each task -> TaskData, ascending.
     """
-    from promptdiff.data.collect import ensure_family_data
     from promptdiff.envs import get_family
 
     fam = get_family(family) if isinstance(family, str) else family
-    ensure_family_data(fam.name, str(root), qualities=(quality,))
     tasks = sorted(set(fam.train_tasks) | set(fam.test_tasks) if tasks is None else set(tasks))
-    out = []
-    for role in ("train", "prompt"):
+    out = {}
+    for role in roles:
         path = dataset_path(fam.dataset_family, role, quality, root)
+        if not path.exists():
+            raise DatasetError(path, f"file not found: make it with `{fam.collect_command(role, quality, root)}` "
+                                     f"(`promptdiff fit` makes the files its run reads when they are missing)")  # fmt: skip
         with open_trajectories(path, family=fam.dataset_family, obs_dim=fam.obs_dim, act_dim=fam.act_dim,
                                role=role) as f:  # fmt: skip
             by_task = f.by_task(tasks)
-        out.append({t: TaskData.from_trajectories(by_task[t], task_id=t) for t in tasks})
-    return out[0], out[1]
+        out[role] = {t: TaskData.from_trajectories(by_task[t], task_id=t) for t in tasks}
+    return out.get("train"), out.get("prompt")
+
+
+def tail_prompts(sampler: SegmentSampler, tasks: Iterable[int], seed: int = 0) -> dict[int, Prompt]:
+    """One prompt (P = 1) per task, in the sampler's units: the tail of a random trajectory of the task's
+    prompt pool, drawn from the generator (seed, 7). The one definition of "the task's expert prompt":
+    pre-training's rollouts, Prompt-DT, the tuners' starting prompts and Prompt Diffuser's condition."""
+    rng = np.random.default_rng([seed, 7])
+    return {t: sampler.sample(t, 1, rng)[0] for t in tasks}

@@ -10,8 +10,9 @@ rand_param_envs) so that data and scores are comparable:
   - 0.5e-3 sum(clip(cfrc_ext, -1, 1)^2) + 1.
 
 Velocities are finite differences over one control step (frame_skip 5, dt 0.05). Each env holds
-one task parameter (direction, target velocity or goal angle) which `set_task_param` may change
-between episodes; expert training uses that to draw a fresh task every episode.
+one task parameter (direction, target velocity or goal angle): `task_param`, or entry `task` of
+its family's parameters. `set_task_param` may change it between episodes; expert training uses
+that to draw a fresh task every episode.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from promptdiff.envs.families import get_family
+from promptdiff.envs.families import task_parameter
+
 
 _CAMERA = {"distance": 4.0, "trackbodyid": 1}
 
@@ -33,14 +35,9 @@ class _TaskMujocoEnv(MujocoEnv):
     xml_file: str = ""
     obs_dim: int = 0
 
-    def __init__(self, task: int = 0, render_mode: str | None = None, **mujoco_kwargs):
-        family = get_family(self.family_name)
-        if not 0 <= int(task) < family.num_tasks:
-            raise ValueError(
-                f"{self.family_name}: task {task} out of range [0, {family.num_tasks})"
-            )
+    def __init__(self, task: int = 0, task_param=None, render_mode: str | None = None, **mujoco_kwargs):
         self.task = int(task)
-        self.task_param = np.asarray(family.task_params[self.task], dtype=np.float64)
+        self.task_param = task_parameter(self.family_name, self.task, task_param)
         obs_space = spaces.Box(-np.inf, np.inf, shape=(self.obs_dim,), dtype=np.float64)
         MujocoEnv.__init__(
             self,

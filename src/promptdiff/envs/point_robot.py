@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from promptdiff.envs.families import get_family
+from promptdiff.envs.families import task_parameter
 
 MAX_STEP = 0.1
 SUCCESS_RADIUS = 0.05
@@ -21,12 +21,9 @@ SUCCESS_RADIUS = 0.05
 class PointRobotEnv(gym.Env):
     metadata = {"render_modes": []}
 
-    def __init__(self, task: int = 0, render_mode: str | None = None):
-        family = get_family("point_robot")
-        if not 0 <= int(task) < family.num_tasks:
-            raise ValueError(f"point_robot: task {task} out of range [0, {family.num_tasks})")
+    def __init__(self, task: int = 0, task_param=None, render_mode: str | None = None):
         self.task = int(task)
-        self.task_param = np.asarray(family.task_params[self.task], dtype=np.float64)
+        self.task_param = task_parameter("point_robot", self.task, task_param)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
         self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
         self.render_mode = render_mode

@@ -6,9 +6,9 @@ is judged by rolling the PLM out on the test tasks (`RolloutCallback`).
 
 | method (config)              | class            | tuned on each test task                              |
 |------------------------------|------------------|------------------------------------------------------|
-| prompt_dt                    | PromptDTEval     | nothing: the expert few-shot prompt                  |
-| mt_orl                       | PromptDTEval     | nothing: no prompt at all (fully masked)             |
-| full_data                    | PromptDTEval     | nothing: expert prompt, PLM pre-trained on all tasks |
+| prompt_dt                    | PromptDTExpert   | nothing: the expert few-shot prompt                  |
+| mt_orl                       | MTORL            | nothing: no prompt at all (fully masked)             |
+| full_data                    | FullDataBound    | nothing: expert prompt, PLM pre-trained on all tasks |
 | prompt_dt_ft                 | PromptDTFinetune | the whole PLM (one copy per task)                    |
 | soft_prompt                  | SoftPrompt       | the prompt's 3 L embedded tokens                     |
 | adaptor                      | Adaptor          | bottleneck adapters after every transformer block    |
@@ -18,6 +18,9 @@ The gradient-based tuners minimise the PLM's masked action MSE on the task's seg
 task's expert prompt (tail of the prompt-pool trajectory `prompt_seed`) as the prompt, or as the
 starting point of the tuned prompt. The quality of that prompt and of the few-shot data is the
 data module's `quality` (the prompt-initialisation study varies it).
+
+`GradientTuner` is the class to extend for a new gradient-based method: give it the tuned parameters and
+a `task_loss` (see docs/extending.md).
 
 MT-ORL here is the same PLM evaluated with an all-padding prompt (mask 0): the attention never
 sees it, so the policy acts from its own context alone. (Prompt-DT's MT-ORL is a separate model
@@ -34,37 +37,40 @@ import torch
 from torch import nn
 
 from promptdiff.envs import get_family
-from promptdiff.methods.frozen_plm import FrozenPLMMethod, PolicyModel
-from promptdiff.models import Prompt, PromptTokens
+from promptdiff.methods.frozen_plm import PolicyModel, PromptTuningMethod, default_plm_path
 from promptdiff.optim import RankOptimiser
+from promptdiff.prompt import Prompt, PromptTokens
 
 # Evaluation-only methods fit for 0 steps and have no optimiser by design.
 warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 
 
-class PromptDTEval(FrozenPLMMethod):
+class PromptDTExpert(PromptTuningMethod):
+    primary_set = "expert"
+
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
-                 prompt: str = "expert", split: str = "test"):  # fmt: skip
-        """Evaluate the frozen PLM without tuning (run with `trainer.max_steps: 0`).
+                 split: str = "test", root: str = "datasets", tasks: list[int] | None = None):  # fmt: skip
+        """Prompt-DT: the frozen PLM prompted with each task's expert few-shot prompt, no tuning (run with
+        `trainer.max_steps: 0`).
 
         Args:
             family: task family (linked from the data module).
-            plm: PLM checkpoint (default: the shipped datasets/<family>/plm.ckpt; the full-data upper bound
-                points at datasets/<family>/plm_full.ckpt).
+            plm: PLM checkpoint (default: <root>/<family>/plm.ckpt, the shipped one).
             context_length, prompt_length: K and L (linked from the data module; must match the PLM).
-            prompt: "expert" (the few-shot tail prompt: Prompt-DT) or "none" (no prompt: MT-ORL).
             split: the tasks evaluated: "test" (default) or "val" (the family's held-out training tasks,
-                `val_tasks`: the reference when hyper-parameters are chosen there).
+                `val_tasks`: the reference when hyper-parameters are chosen there). Linked from the data module.
+            root, tasks: dataset root and the split's tasks (linked from the data module).
         """
         super().__init__()
         self.save_hyperparameters()
-        if prompt not in ("expert", "none"):
-            raise ValueError(f"prompt must be 'expert' or 'none', got {prompt!r}")
         self.automatic_optimization = False
         if split == "train":
             raise ValueError("split 'train' is for stage-1 pre-training; evaluate on 'test' or 'val' tasks")
-        self.load_plm(family, plm, context_length, prompt_length, tasks=get_family(family).split_tasks(split))
-        self.primary_set = "expert" if prompt == "expert" else "no_prompt"
+        self.load_plm(family, self._plm_path(plm, family, root), context_length, prompt_length,
+                      tasks=get_family(family).split_tasks(split, tasks), root=root)  # fmt: skip
+
+    def _plm_path(self, plm, family, root):
+        return plm
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         return None
@@ -73,19 +79,46 @@ class PromptDTEval(FrozenPLMMethod):
         return None
 
     def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict]:
-        if self.hparams.prompt == "expert":
-            return {"expert": self.expert_prompts(datamodule, tasks, seed)}
+        return {self.primary_set: self.expert_prompts(datamodule, tasks, seed)}
+
+
+class FullDataBound(PromptDTExpert):
+    """The full-data upper bound: the expert prompt on a PLM pre-trained with the test tasks' full data too
+    (default PLM: <root>/<family>/plm_full.ckpt). Arguments as `PromptDTExpert`."""
+
+    def _plm_path(self, plm, family, root):
+        return plm if plm is not None else str(default_plm_path(family, root, full_data=True))
+
+
+class MTORL(PromptDTExpert):
+    """MT-ORL: the frozen PLM with no prompt at all (fully masked: the attention never sees it). Arguments as
+    `PromptDTExpert`."""
+
+    primary_set = "no_prompt"
+
+    def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict]:
         fam, L = self.family, self.hparams.prompt_length
-        return {"no_prompt": {t: Prompt.empty(fam.obs_dim, fam.act_dim, L, device=self.device) for t in tasks}}
+        return {self.primary_set: {t: Prompt.empty(fam.obs_dim, fam.act_dim, L, device=self.device) for t in tasks}}
 
 
-class _GradientTuner(FrozenPLMMethod):
-    """Tunes per-task parameters by the PLM's action loss on the few-shot segments (AdamW)."""
+class GradientTuner(PromptTuningMethod):
+    """Tunes per-task parameters by the PLM's action loss on the few-shot segments (AdamW).
+
+    A subclass calls `_init_tuner(...)` in its constructor (after `save_hyperparameters`), creates its tuned
+    parameters (one slice per task in `self.tasks`), and implements `task_loss(j, g)`: the per-sample action loss
+    (N,) of task j on its normalised segments g. Optional: `init_from_prompt(prompt)` (start from the tasks'
+    expert prompts, one row per task), `tuned_prompts()`, and `policy_model(task)` with `policy_per_task = True`.
+    Its hyper-parameters must include `lr`, `weight_decay` and `prompt_seed`.
+    """
 
     primary_set = "tuned"
 
-    def _init_tuner(self, family, plm, context_length, prompt_length) -> None:
-        self.load_plm(family, plm, context_length, prompt_length)
+    def _init_tuner(self, family, plm, context_length, prompt_length, split: str = "test", root: str = "datasets",
+                    tasks: list[int] | None = None) -> None:  # fmt: skip
+        if split == "train":
+            raise ValueError("split 'train' is for stage-1 pre-training; tune on 'test' or 'val' tasks")
+        self.load_plm(family, plm, context_length, prompt_length, tasks=get_family(family).split_tasks(split, tasks),
+                      root=root)  # fmt: skip
         fam, L = self.family, prompt_length
         # the task's expert prompt (PLM units), filled from the data module when fitting starts
         self.register_buffer("prompt_states", torch.zeros(len(self.tasks), L, fam.obs_dim))
@@ -146,22 +179,23 @@ class _GradientTuner(FrozenPLMMethod):
         return sets
 
 
-class PromptDTFinetune(_GradientTuner):
+class PromptDTFinetune(GradientTuner):
     policy_per_task = True
 
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
-                 lr: float = 1e-4, weight_decay: float = 1e-4, prompt_seed: int = 0):  # fmt: skip
+                 lr: float = 1e-4, weight_decay: float = 1e-4, prompt_seed: int = 0, split: str = "test",
+                 root: str = "datasets", tasks: list[int] | None = None):  # fmt: skip
         """Prompt-DT-FT: a copy of the whole PLM per test task, fine-tuned on its few-shot data with its
         expert prompt (dropout as in pre-training).
 
         Args:
-            family, plm, context_length, prompt_length: as in `PromptDTEval`.
+            family, plm, context_length, prompt_length, split, root, tasks: as in `PromptDTExpert`.
             lr, weight_decay: AdamW settings.
             prompt_seed: which prompt-pool trajectory's tail is the task's prompt (as in the rollout callback).
         """
         super().__init__()
         self.save_hyperparameters()
-        self._init_tuner(family, plm, context_length, prompt_length)
+        self._init_tuner(family, plm, context_length, prompt_length, split, root, tasks)
         # train(): the copies come from the frozen PLM in eval mode, and Lightning keeps a module's mode at fit start
         self.models = nn.ModuleList(copy.deepcopy(self.plm).requires_grad_(True).train() for _ in self.tasks)
 
@@ -172,9 +206,10 @@ class PromptDTFinetune(_GradientTuner):
         return self.models[self.tasks.index(task)]
 
 
-class SoftPrompt(_GradientTuner):
+class SoftPrompt(GradientTuner):
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
-                 lr: float = 1e-3, weight_decay: float = 0.0, prompt_seed: int = 0):  # fmt: skip
+                 lr: float = 1e-3, weight_decay: float = 0.0, prompt_seed: int = 0, split: str = "test",
+                 root: str = "datasets", tasks: list[int] | None = None):  # fmt: skip
         """Soft prompt: the 3 L tokens the PLM embeds the prompt into become free parameters per task,
         initialised from the task's prompt (expert, or medium / random with the data module's quality).
 
@@ -182,7 +217,7 @@ class SoftPrompt(_GradientTuner):
         """
         super().__init__()
         self.save_hyperparameters()
-        self._init_tuner(family, plm, context_length, prompt_length)
+        self._init_tuner(family, plm, context_length, prompt_length, split, root, tasks)
         width = self.plm.embed_ln.normalized_shape[0]
         self.tokens = nn.Parameter(torch.zeros(len(self.tasks), 3 * prompt_length, width))
 
@@ -197,11 +232,12 @@ class SoftPrompt(_GradientTuner):
         return {t: PromptTokens(self.tokens[j:j + 1].detach(), self.prompt_mask[j:j + 1]) for j, t in enumerate(self.tasks)}
 
 
-class Adaptor(_GradientTuner):
+class Adaptor(GradientTuner):
     policy_per_task = True
 
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
-                 bottleneck: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, prompt_seed: int = 0):  # fmt: skip
+                 bottleneck: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, prompt_seed: int = 0,
+                 split: str = "test", root: str = "datasets", tasks: list[int] | None = None):  # fmt: skip
         """Adaptor: per test task, a bottleneck adapter x -> x + W_up relu(W_down x) after every block of
         the frozen PLM (W_up starts at 0: tuning starts from the PLM itself), prompted by the expert prompt.
 
@@ -213,7 +249,7 @@ class Adaptor(_GradientTuner):
         self.save_hyperparameters()
         if bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {bottleneck}")
-        self._init_tuner(family, plm, context_length, prompt_length)
+        self._init_tuner(family, plm, context_length, prompt_length, split, root, tasks)
         width = self.plm.embed_ln.normalized_shape[0]
         self.adapters = nn.ModuleList(nn.ModuleList(self._adapter(width, bottleneck) for _ in self.plm.blocks)
                                       for _ in self.tasks)  # fmt: skip
@@ -232,10 +268,11 @@ class Adaptor(_GradientTuner):
         return PolicyModel(self.plm, self.adapters[self.tasks.index(task)])
 
 
-class PromptTuningDT(_GradientTuner):
+class PromptTuningDT(GradientTuner):
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
                  queries: int = 15, std: float = 1.0, momentum: float = 0.5, lr: float = 1e-4,
-                 prompt_seed: int = 0, rank_seed: int = 0):  # fmt: skip
+                 prompt_seed: int = 0, rank_seed: int = 0, split: str = "test", root: str = "datasets",
+                 tasks: list[int] | None = None):  # fmt: skip
         """Prompt-Tuning DT (offline variant): every training step, per task, m Gaussian perturbations of the
         prompt's states and actions (PLM units) are scored by the PLM's action loss on the step's few-shot
         segments, and the prompt moves along the rank-weighted direction (`promptdiff.optim.RankOptimiser`).
@@ -249,7 +286,7 @@ class PromptTuningDT(_GradientTuner):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self._init_tuner(family, plm, context_length, prompt_length)
+        self._init_tuner(family, plm, context_length, prompt_length, split, root, tasks)
         self._optimisers: list[RankOptimiser] | None = None
 
     @property

@@ -1,13 +1,23 @@
-"""What every prompt-tuning method shares: the frozen PLM, its units, the few-shot segments and the
-expert prompt, and the rollout interface the `RolloutCallback` drives.
+"""The prompt-tuning method contract, and what every method shares: the frozen PLM, its units, the
+few-shot segments and the expert prompt.
 
-A method subclasses `FrozenPLMMethod`, calls `self.load_plm(...)` in its constructor, and
-provides `rollout_prompt_sets(datamodule, tasks, seed)` -> {set name: {task: prompt}}, naming
-its own result set in the class attribute `primary_set`. Methods whose policy differs per task
-(fine-tuned PLMs, adapters) set `policy_per_task = True` and accept `rollout_policy(task)`.
+`PromptTuningMethod` is the class to extend. A method
+
+* loads and freezes the PLM in its constructor (`self.load_plm(...)`), which fixes `self.family`,
+  `self.tasks` (the tasks it tunes and is evaluated on) and `self.units` (the PLM's units);
+* returns its prompt sets from `rollout_prompt_sets(datamodule, tasks, seed)` -> {set name: {task:
+  prompt}}, one prompt (P = 1, PLM units) per task; its own result is the set named `primary_set`
+  (other sets, e.g. the untouched expert prompt, are shown beside it);
+* sets `policy_per_task = True` when its network differs per task (fine-tuned copies, adapters), and
+  then answers `rollout_policy(task)` for each task;
+* counts what it tunes in `num_tuned_parameters` (default: the parameters that require grad).
+
+The rollout, figure and video callbacks and the benchmark use nothing else
+(`promptdiff.callbacks.targets` decides, in one place, which tasks and prompts they evaluate).
 
 Units: the PLM was pre-trained on states normalised with its training tasks' statistics; the
-few-shot data module serves RAW states, and `normalised_segments` converts a batch once.
+few-shot data module serves RAW states, and `normalised_segments` converts a batch once, with
+the PLM's `units`.
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ import torch
 from torch import nn
 
 from promptdiff.envs import get_family
-from promptdiff.models import Prompt
+from promptdiff.prompt import Prompt
+from promptdiff.units import PLMUnits
 
 # The frozen PLM is in eval mode on purpose; Lightning's start-of-fit notice about it is noise here.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -28,23 +39,30 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
 
 
-def load_frozen_plm(path: str | Path, family: str, context_length: int, prompt_length: int):
-    """The pre-trained PLM module from `path`, checked against the family and context length K."""
+def default_plm_path(family, root: str | Path = "datasets", full_data: bool = False) -> Path:
+    """Where a family's shipped PLM lives: <root>/<plm family>/plm.ckpt (plm_full.ckpt: the full-data bound)."""
+    fam = get_family(family)
+    return Path(root) / fam.plm_name / ("plm_full.ckpt" if full_data else "plm.ckpt")
+
+
+def load_frozen_plm(path: str | Path, family, context_length: int, prompt_length: int):
+    """The pre-trained PLM module from `path`, checked against the family (its `plm_name`) and K."""
     from promptdiff.methods.pretrain import PromptDTPretrain
 
+    fam = get_family(family)
     path = Path(path)
     if not path.is_file():
         full = " --data.init_args.include_test_tasks true" if path.name == "plm_full.ckpt" else ""
         raise FileNotFoundError(f"PLM checkpoint {path} not found: pre-train one with "
-                                f"`promptdiff fit --config conf/pretrain/{family}.yaml{full}` and copy its last.ckpt "
-                                f"there, or point `model.init_args.plm` at a shipped datasets/<family>/plm.ckpt")  # fmt: skip
+                                f"`promptdiff fit --config conf/pretrain.yaml --data.init_args.family {fam.plm_name}{full}` "
+                                f"and copy its last.ckpt there, or point `model.init_args.plm` at a PLM checkpoint")  # fmt: skip
     try:
         plm = PromptDTPretrain.load_policy(str(path))
     except Exception as err:  # noqa: BLE001 - any load failure is reported with the file
         raise ValueError(f"PLM checkpoint {path} could not be loaded: {err}") from err
     hp = plm.hparams
-    if hp.family != family:
-        raise ValueError(f"PLM checkpoint {path} was pre-trained on family {hp.family!r}, not {family!r}")
+    if hp.family != fam.plm_name:
+        raise ValueError(f"PLM checkpoint {path} was pre-trained on family {hp.family!r}, not {fam.plm_name!r}")
     if hp.context_length != context_length:
         raise ValueError(f"PLM checkpoint {path} has context_length {hp.context_length}, the config asks for "
                          f"{context_length}")  # fmt: skip
@@ -60,26 +78,30 @@ class PolicyModel(nn.Module):
     def __init__(self, plm: nn.Module, adapters: nn.ModuleList | None = None):
         super().__init__()
         self.plm, self.adapters = plm, adapters
-        self.act_dim, self.context_length, self.max_timestep = plm.act_dim, plm.context_length, plm.max_timestep
+        self.act_dim = plm.act_dim
 
     def forward(self, states, actions, returns_to_go, timesteps, mask, prompt=None) -> torch.Tensor:
         return self.plm(states, actions, returns_to_go, timesteps, mask, prompt=prompt, adapters=self.adapters)
 
 
-class FrozenPLMMethod(L.LightningModule):
-    primary_set = "generated"
-    policy_per_task = False
+class PromptTuningMethod(L.LightningModule):
+    """Base class of every prompt-tuning method on a frozen PLM (the contract: see the module docstring)."""
+
+    primary_set: str = "generated"
+    policy_per_task: bool = False
 
     def load_plm(self, family: str, plm: str | None, context_length: int, prompt_length: int,
-                 tasks: list[int] | None = None) -> None:  # fmt: skip
-        """Load and freeze the PLM (default: the shipped datasets/<family>/plm.ckpt); `tasks` (the tasks the
-        method tunes and is evaluated on) defaults to the family's test tasks."""
+                 tasks: list[int] | None = None, root: str = "datasets") -> None:  # fmt: skip
+        """Load and freeze the PLM (default: <root>/<plm family>/plm.ckpt); `tasks` (the tasks the method tunes
+        and is evaluated on) defaults to the family's test tasks."""
         fam = self.family = get_family(family)
-        plm_path = plm if plm is not None else str(Path("datasets") / family / "plm.ckpt")
-        plm_module = load_frozen_plm(plm_path, family, context_length, prompt_length)
+        plm_path = plm if plm is not None else default_plm_path(fam, root)
+        plm_module = load_frozen_plm(plm_path, fam, context_length, prompt_length)
         self.plm = plm_module.model.requires_grad_(False).eval()
-        self.register_buffer("state_mean", plm_module.state_mean.clone())
-        self.register_buffer("state_std", plm_module.state_std.clone())
+        self.units: PLMUnits = plm_module.units.with_lengths(context_length, prompt_length)
+        # kept as buffers too: they move with the module and are in the method's checkpoints
+        self.register_buffer("state_mean", torch.as_tensor(self.units.state_mean, dtype=torch.float32))
+        self.register_buffer("state_std", torch.as_tensor(self.units.state_std, dtype=torch.float32))
         self.tasks = list(fam.test_tasks if tasks is None else tasks)
 
     def train(self, mode: bool = True):
@@ -96,24 +118,39 @@ class FrozenPLMMethod(L.LightningModule):
     def _serves(self, served: list[int]) -> bool:
         return served == self.tasks
 
+    # -- the contract --------------------------------------------------------------------------------
     @property
     def rollout_tasks(self) -> list[int]:
-        """The tasks the `RolloutCallback` evaluates: the tuned ones (test tasks, or validation tasks)."""
+        """The tasks the callbacks evaluate: the tuned ones (test tasks, or validation tasks)."""
         return list(self.tasks)
 
     @property
     def num_tuned_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict]:
+        """{set name: {task: prompt (P = 1, PLM units)}}; must contain `primary_set`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement rollout_prompt_sets")
+
+    def rollout_policy(self, task: int | None = None):
+        """The policy the evaluator drives (of `task` when `policy_per_task`)."""
+        from promptdiff.rollout import DTPolicy
+
+        return DTPolicy(self.policy_model(task), self.units, device=self.device)
+
+    def policy_model(self, task: int | None) -> nn.Module:
+        """The network the rollout drives (the frozen PLM unless a method changes it per task)."""
+        return self.plm
+
     # -- units -------------------------------------------------------------------------------------
-    def normalise_states(self, states: torch.Tensor) -> torch.Tensor:
-        return (states - self.state_mean) / self.state_std
+    def normalise_states(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.units.normalise_states(states, mask)
 
     def normalised_segments(self, batch: dict) -> dict[str, torch.Tensor]:
         """The batch's K-step few-shot segments, (T, B, ...), states normalised (padding stays 0), keys
         prefixed `seg_`."""
         seg = batch["segment"]
-        seg = dict(seg, states=self.normalise_states(seg["states"]) * seg["mask"].unsqueeze(-1))
+        seg = dict(seg, states=self.normalise_states(seg["states"], seg["mask"]))
         return {f"seg_{k}": v for k, v in seg.items()}
 
     def plm_action_loss(self, prompt, g: dict, model: nn.Module | None = None,
@@ -125,22 +162,13 @@ class FrozenPLMMethod(L.LightningModule):
         m = g["seg_mask"].unsqueeze(-1)
         return ((pred - g["seg_actions"]) ** 2 * m).sum(dim=(1, 2)) / (m.sum(dim=(1, 2)) * pred.shape[-1]).clamp_min(1)
 
-    # -- prompts and rollouts ----------------------------------------------------------------------
+    # -- prompts -----------------------------------------------------------------------------------
     def expert_prompts(self, datamodule, tasks: list[int], seed: int = 0) -> dict[int, Prompt]:
-        """The plain few-shot tail prompts (the Prompt-DT baseline), normalised with the PLM's statistics."""
+        """The plain few-shot tail prompts (the Prompt-DT baseline), normalised with the PLM's units."""
         out = {}
         for t, p in datamodule.tail_prompts(tasks, seed).items():
             p = p.to(self.device)
-            out[t] = Prompt(self.normalise_states(p.states) * p.mask.unsqueeze(-1), p.actions, p.returns_to_go,
-                            p.timesteps, p.mask)  # fmt: skip
+            out[t] = Prompt(self.normalise_states(p.states, p.mask), p.actions, p.returns_to_go, p.timesteps, p.mask)
         return out
 
-    def rollout_policy(self, task: int | None = None):
-        from promptdiff.rollout import DTPolicy
 
-        return DTPolicy(self.policy_model(task), self.state_mean.cpu().numpy(), self.state_std.cpu().numpy(),
-                        self.family.rtg_scale, device=self.device)  # fmt: skip
-
-    def policy_model(self, task: int | None) -> nn.Module:
-        """The network the rollout drives (the frozen PLM unless a method changes it per task)."""
-        return self.plm

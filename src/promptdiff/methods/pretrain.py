@@ -3,7 +3,9 @@
 AdamW with a linear learning-rate warm-up, masked action MSE; gradient clipping (0.25 in the
 reference) is the Trainer's `gradient_clip_val`. The checkpoint carries everything needed to
 rebuild the policy without the config: the architecture and family (hyper-parameters) and the
-training-task state statistics (buffers), see `PromptDTPretrain.load_policy`.
+PLM's units (`checkpoint["plm_units"]`: training-task state statistics, return scale, timestep
+clip, K and L; also kept as the buffers state_mean / state_std), see `PromptDTPretrain.load_policy`.
+Checkpoints written before the units were saved rebuild them from the buffers and the family.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from promptdiff.envs import get_family
 from promptdiff.models.prompt_dt import PromptDT, masked_action_mse
+from promptdiff.units import PLMUnits
 
 
 class PromptDTPretrain(L.LightningModule):
@@ -38,21 +41,34 @@ class PromptDTPretrain(L.LightningModule):
                               max_timestep=max_timestep)  # fmt: skip
         self.register_buffer("state_mean", torch.zeros(fam.obs_dim))
         self.register_buffer("state_std", torch.ones(fam.obs_dim))
+        self._units: PLMUnits | None = None
 
-    # -- data statistics travel with the checkpoint --------------------------------------------
+    # -- the PLM's units travel with the checkpoint --------------------------------------------
+    @property
+    def units(self) -> PLMUnits:
+        """The units this PLM reads its inputs in (from the data module, or the checkpoint)."""
+        if self._units is None:  # a checkpoint written before units were saved: rebuild them
+            hp = self.hparams
+            self._units = PLMUnits(self.state_mean.cpu().double().numpy(), self.state_std.cpu().double().numpy(),
+                                   self.family.rtg_scale, self.family.horizon, hp.context_length, hp.prompt_length)  # fmt: skip
+        return self._units
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and dm is not None and hasattr(dm, "state_stats"):
-            mean, std = dm.state_stats()
-            self.state_mean.copy_(mean)
-            self.state_std.copy_(std)
+        if stage == "fit" and dm is not None and hasattr(dm, "plm_units"):
+            self._units = dm.plm_units()
+            self.state_mean.copy_(torch.as_tensor(self._units.state_mean, dtype=torch.float32))
+            self.state_std.copy_(torch.as_tensor(self._units.state_std, dtype=torch.float32))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["torch_rng_state"] = torch.get_rng_state()  # dropout continues identically on resume
+        checkpoint["plm_units"] = self.units.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "plm_units" in checkpoint:
+            self._units = PLMUnits.from_dict(checkpoint["plm_units"])
 
     # -- training ------------------------------------------------------------------------------
     def model_step(self, batch: dict) -> torch.Tensor:
@@ -80,13 +96,23 @@ class PromptDTPretrain(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # -- using the result ----------------------------------------------------------------------
-    def rollout_policy(self):
+    # -- using the result (the evaluation side of the method contract) -------------------------
+    primary_set = "expert"
+    policy_per_task = False
+
+    @property
+    def rollout_tasks(self) -> list[int]:
+        return list(self.family.test_tasks)
+
+    def rollout_prompt_sets(self, datamodule, tasks: list[int], seed: int = 0) -> dict[str, dict]:
+        """The expert prompts of the tasks (tails of their prompt pools), already in this PLM's units."""
+        return {"expert": datamodule.tail_prompts(tasks, seed)}
+
+    def rollout_policy(self, task: int | None = None):
         """The policy as the batched evaluator drives it (puts the model in eval mode)."""
         from promptdiff.rollout import DTPolicy
 
-        return DTPolicy(self.model, self.state_mean.cpu().numpy(), self.state_std.cpu().numpy(),
-                        self.family.rtg_scale, device=self.device)  # fmt: skip
+        return DTPolicy(self.model, self.units, device=self.device)
 
     @classmethod
     def load_policy(cls, checkpoint_path: str, map_location="cpu") -> "PromptDTPretrain":

@@ -34,33 +34,37 @@ import torch
 from torch import nn
 
 from promptdiff.envs import get_family
-from promptdiff.models import Prompt, PromptCodec
+from promptdiff.methods.frozen_plm import PromptTuningMethod
+from promptdiff.models import PromptCodec
 from promptdiff.models.denoiser import PromptDenoiser
 from promptdiff.models.diffusion import GaussianDiffusion
-from promptdiff.methods.frozen_plm import FrozenPLMMethod
 from promptdiff.optim import MODES, combine_gradients
+from promptdiff.prompt import Prompt
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; training stops before anything is written."""
 
 
-class PromptDiffuser(FrozenPLMMethod):
+class PromptDiffuser(PromptTuningMethod):
     def __init__(self, family: str, plm: str | None = None, split: str = "test", context_length: int = 20,
-                 prompt_length: int = 5, init_diffuser: str | None = None, diffusion_steps: int = 50,
-                 schedule: str = "cosine", prediction: str = "sample", hidden: int = 192, blocks: int = 2,
-                 cond_dim: int = 64, time_dim: int = 64, cond_dropout: float = 0.0, guidance_scale: float = 1.0,
+                 prompt_length: int = 5, root: str = "datasets", tasks: list[int] | None = None,
+                 init_diffuser: str | None = None, diffusion_steps: int = 50, schedule: str = "cosine",
+                 prediction: str = "sample", denoiser: dict | None = None, cond_dim: int = 64,
+                 cond_dropout: float = 0.0, guidance_scale: float = 1.0,
                  sample_steps: int = 10, clip_sample: float | None = None, combine: str = "projection",
                  lam: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  best_of_n: int = 1, sample_seed: int = 0, condition: str = "tail"):  # fmt: skip
         """
         Args:
             family: task family (linked from the data module).
-            plm: frozen PLM checkpoint (default: the shipped datasets/<family>/plm.ckpt).
+            plm: frozen PLM checkpoint (default: <root>/<family>/plm.ckpt, the shipped one).
             split: "test" (one diffuser per test task, few-shot tuning), "val" (the same on held-out
                 training tasks, `TaskFamily.val_tasks`: for choosing hyper-parameters) or "train" (one
-                diffuser shared by the training tasks: stage-1 pre-training).
+                diffuser shared by the training tasks: stage-1 pre-training). Linked from the data module.
             context_length, prompt_length: K and L (linked from the data module; must match the PLM).
+            root: dataset root (linked from the data module); the default PLM lives there.
+            tasks: narrow the split to these tasks (linked from the data module).
             init_diffuser: checkpoint of a stage-1 run whose diffuser initialises every diffuser here
                 (None: from scratch).
             diffusion_steps: S, steps of the DDPM process.
@@ -68,7 +72,9 @@ class PromptDiffuser(FrozenPLMMethod):
             prediction: the denoiser predicts x0 ("sample", default) or the noise ("epsilon"). With the cosine
                 schedule an epsilon model's x0 estimate at the noisiest steps multiplies its error by ~1000,
                 which makes both the guidance prompt and DDIM sampling unstable without clip_sample.
-            hidden, blocks, cond_dim, time_dim: denoiser size.
+            denoiser: the backbone, {class_path: ..., init_args: {...}} (default: MLPDenoiser with hidden 192,
+                blocks 2, time_dim 64; promptdiff.models.TransformerDenoiser is the other shipped one).
+            cond_dim: size of the encoded condition y that the backbone receives.
             cond_dropout: probability of training a row with the null condition (classifier-free guidance).
             guidance_scale: classifier-free guidance weight w at sampling (1: plain conditional).
             sample_steps: DDIM steps at generation.
@@ -97,7 +103,8 @@ class PromptDiffuser(FrozenPLMMethod):
         if condition == "target" and best_of_n > 1:
             raise ValueError("best_of_n ranks candidates on few-shot data, which zero-shot generation "
                              "(condition 'target') does not have: set best_of_n 1")  # fmt: skip
-        self.load_plm(family, plm, context_length, prompt_length, tasks=get_family(family).split_tasks(split))
+        self.load_plm(family, plm, context_length, prompt_length, tasks=get_family(family).split_tasks(split, tasks),
+                      root=root)  # fmt: skip
         fam = self.family
         self.codec = PromptCodec(fam.obs_dim, fam.act_dim, prompt_length)
         self.diffusion = GaussianDiffusion(diffusion_steps, schedule=schedule, prediction=prediction,
@@ -111,7 +118,7 @@ class PromptDiffuser(FrozenPLMMethod):
     def _new_denoiser(self) -> PromptDenoiser:
         hp = self.hparams
         return PromptDenoiser(self.codec.x_dim, prompt_length=hp.prompt_length, max_timestep=self.family.horizon,
-                              hidden=hp.hidden, blocks=hp.blocks, cond_dim=hp.cond_dim, time_dim=hp.time_dim)  # fmt: skip
+                              cond_dim=hp.cond_dim, backbone=hp.denoiser)  # fmt: skip
 
     def _init_from_stage1(self, path: str) -> None:
         path = Path(path)

@@ -1,6 +1,7 @@
 """Plain nn.Modules: the Prompt Decision Transformer and the prompt interface every method uses."""
 
-from promptdiff.models.prompt import ACTION_PAD, Prompt, PromptTokens
+from promptdiff.prompt import Prompt, PromptTokens
+from promptdiff.units import ACTION_PAD
 from promptdiff.models.prompt_codec import PromptCodec
 
 __all__ = ["ACTION_PAD", "Prompt", "PromptCodec", "PromptTokens"]
@@ -8,5 +9,7 @@ __all__ = ["ACTION_PAD", "Prompt", "PromptCodec", "PromptTokens"]
 from promptdiff.models.denoiser import (  # noqa: E402
     MLPDenoiser, PromptDenoiser, ReturnTimestepEncoder, SinusoidalEmbedding)
 from promptdiff.models.diffusion import GaussianDiffusion  # noqa: E402
+from promptdiff.models.transformer_denoiser import TransformerDenoiser  # noqa: E402
 
-__all__ += ["GaussianDiffusion", "SinusoidalEmbedding", "ReturnTimestepEncoder", "MLPDenoiser", "PromptDenoiser"]
+__all__ += ["GaussianDiffusion", "SinusoidalEmbedding", "ReturnTimestepEncoder", "MLPDenoiser", "PromptDenoiser",
+            "TransformerDenoiser"]

@@ -1,4 +1,4 @@
-"""The Prompt Diffuser's denoising network: a condition encoder and a residual MLP.
+"""The Prompt Diffuser's denoising network: a condition encoder and an injected backbone.
 
 x is a flattened prompt window of L steps, x_dim = L * (obs_dim + act_dim + 1) (states, actions,
 rewards); the condition y is the window's returns-to-go and timesteps. `PromptDenoiser` follows the
@@ -6,7 +6,15 @@ model protocol of `promptdiff.models.diffusion.GaussianDiffusion`:
 
     model(xt (B, x_dim), t (B,) int64, cond, drop (B,) bool or None) -> (B, x_dim)
 
-with cond = {"returns_to_go": (B, L) float, "timesteps": (B, L) int64}.
+with cond = {"returns_to_go": (B, L) float, "timesteps": (B, L) int64}. It encodes y into a vector
+(`ReturnTimestepEncoder`) and hands it to its BACKBONE, any module built as
+
+    Backbone(x_dim=..., cond_dim=..., prompt_length=..., **sizes)
+    backbone(xt (B, x_dim), t (B,), cond_vec (B, cond_dim)) -> (B, x_dim)
+
+`MLPDenoiser` (the default, a residual MLP) and `TransformerDenoiser` (attention over the L steps,
+`promptdiff.models.transformer_denoiser`) are the two shipped; `build_backbone` builds one from a
+{"class_path", "init_args"} spec, as a config names it.
 """
 
 from __future__ import annotations
@@ -108,8 +116,10 @@ class MLPDenoiser(nn.Module):
     parameters.
     """
 
-    def __init__(self, x_dim: int, cond_dim: int, hidden: int = 192, blocks: int = 2, time_dim: int = 64):
+    def __init__(self, x_dim: int, cond_dim: int, hidden: int = 192, blocks: int = 2, time_dim: int = 64,
+                 prompt_length: int | None = None):  # fmt: skip
         super().__init__()
+        del prompt_length  # part of the backbone protocol; the MLP sees the window flattened
         self.x_dim, self.cond_dim = x_dim, cond_dim
         self.time_embed = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, time_dim), nn.SiLU(),
                                         nn.Linear(time_dim, time_dim))  # fmt: skip
@@ -130,19 +140,45 @@ class MLPDenoiser(nn.Module):
         return self.output(self.out_norm(h))
 
 
+DEFAULT_BACKBONE = {"class_path": "promptdiff.models.MLPDenoiser",
+                    "init_args": {"hidden": 192, "blocks": 2, "time_dim": 64}}
+
+
+def build_backbone(spec: dict | None, x_dim: int, cond_dim: int, prompt_length: int) -> nn.Module:
+    """A backbone from {"class_path": "module.Class" (or a bare class name of promptdiff.models), "init_args": {...}}
+    (None: the default MLP), built with the sizes the diffuser fixes (x_dim, cond_dim, prompt_length)."""
+    import importlib
+
+    spec = DEFAULT_BACKBONE if spec is None else spec
+    if not isinstance(spec, dict) or "class_path" not in spec or set(spec) - {"class_path", "init_args"}:
+        raise ValueError(f"a denoiser is given as {{class_path: ..., init_args: {{...}}}}, got {spec!r}")
+    path = spec["class_path"] if "." in spec["class_path"] else f"promptdiff.models.{spec['class_path']}"
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"denoiser class_path {spec['class_path']!r} cannot be imported ({err})") from err
+    init = dict(spec.get("init_args") or {})
+    fixed = sorted({"x_dim", "cond_dim", "prompt_length"} & set(init))
+    if fixed:
+        raise ValueError(f"denoiser init_args must not set {fixed}: the diffuser fixes them")
+    return cls(x_dim=x_dim, cond_dim=cond_dim, prompt_length=prompt_length, **init)
+
+
 class PromptDenoiser(nn.Module):
-    """The Prompt Diffuser network: ReturnTimestepEncoder + MLPDenoiser, in the diffusion model protocol.
+    """The Prompt Diffuser network: ReturnTimestepEncoder + a backbone, in the diffusion model protocol.
 
     forward(xt (B, x_dim), t (B,) int64, cond, drop None or (B,) bool) -> (B, x_dim), where cond is a dict
     {"returns_to_go": (B, L) float, "timesteps": (B, L) int64}; rows with drop True use the null condition.
+    `backbone` is a spec for `build_backbone` (None: the default MLP).
     """
 
-    def __init__(self, x_dim: int, prompt_length: int = 5, max_timestep: int = 1000, hidden: int = 192,
-                 blocks: int = 2, cond_dim: int = 64, time_dim: int = 64):  # fmt: skip
+    def __init__(self, x_dim: int, prompt_length: int = 5, max_timestep: int = 1000, cond_dim: int = 64,
+                 backbone: dict | None = None):  # fmt: skip
         super().__init__()
         self.x_dim, self.prompt_length = x_dim, prompt_length
         self.encoder = ReturnTimestepEncoder(prompt_length, max_timestep, dim=cond_dim)
-        self.denoiser = MLPDenoiser(x_dim, cond_dim, hidden=hidden, blocks=blocks, time_dim=time_dim)
+        self.denoiser = build_backbone(backbone, x_dim, cond_dim, prompt_length)
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor, cond: dict, drop: torch.Tensor | None = None) -> torch.Tensor:
         cond_vec = self.encoder(cond["returns_to_go"], cond["timesteps"], drop)

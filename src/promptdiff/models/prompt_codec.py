@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from promptdiff.models.prompt import Prompt
+from promptdiff.prompt import Prompt
 
 
 class PromptCodec:

@@ -1,7 +1,7 @@
 """Prompt Decision Transformer (Xu et al., 2022): the pre-trained policy that promptdiff prompts.
 
 A GPT-style causal transformer over interleaved (return-to-go, state, action) tokens. A trajectory
-prompt (see `promptdiff.models.prompt`) with its own embedding layers is prepended to the K most
+prompt (see `promptdiff.prompt`) with its own embedding layers is prepended to the K most
 recent steps; one causal attention runs over all 3 (L + K) tokens. A learned timestep embedding
 is added to every token (no positional embedding). Actions are predicted from the state tokens
 of the main sequence, through a tanh head.
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptdiff.models.prompt import Prompt, PromptTokens
+from promptdiff.prompt import Prompt, PromptTokens
 
 
 class CausalSelfAttention(nn.Module):

@@ -17,16 +17,17 @@ Protocol, for n environments (env i keeps its own step counter t_i = steps taken
 `record` stores the action just returned and the reward it earned. Rows of inactive envs are
 ignored on input, left untouched in the history, and returned as zero actions.
 
-What the model sees for env i at step t (K = model.context_length, window steps t-K+1 .. t):
+What the model sees for env i at step t (K = units.context_length, window steps t-K+1 .. t), in
+the PLM's units (`promptdiff.units.PLMUnits`):
 
-    states         (K, obs_dim)  (o - state_mean) / state_std
+    states         (K, obs_dim)  units.normalise_states(o)
     actions        (K, act_dim)  the actions taken at steps < t; the slot of step t is 0
     returns_to_go  (K, 1)        R_0 = target_return / rtg_scale, R_{s+1} = R_s - r_s / rtg_scale
     timesteps      (K,)          min(s, max_timestep - 1), the absolute step index s
     mask           (K,)          1 for real steps
 
 Windows shorter than K (t < K - 1) are LEFT-padded with state 0, action ACTION_PAD, return-to-go
-0, timestep 0 and mask 0, the same convention as the prompt (see `promptdiff.models.prompt`).
+0, timestep 0 and mask 0, the same convention as the prompt (see `promptdiff.prompt`).
 The action returned is the model's prediction at step t, clipped to [-1, 1].
 """
 
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from promptdiff.models.prompt import ACTION_PAD, Prompt
+from promptdiff.prompt import Prompt
+from promptdiff.units import PLMUnits
 
 
 class DTPolicy:
@@ -44,28 +46,26 @@ class DTPolicy:
 
     Args:
         model: module with `forward(states, actions, returns_to_go, timesteps, mask, prompt)`
-            -> (B, K, act_dim) and attributes `act_dim`, `context_length` (K) and `max_timestep`; it is
-            moved to `device` and put in eval mode (this changes the caller's module).
-        state_mean, state_std: (obs_dim,) statistics the model was trained with.
-        rtg_scale: the family's return-to-go scale (returns-to-go are fed divided by it).
+            -> (B, K, act_dim) and an attribute `act_dim`; it is moved to `device` and put in eval mode
+            (this changes the caller's module).
+        units: the PLM's units (state statistics, return scale, timestep clip, K).
         device: where the forward pass runs.
         horizon: default capacity of the history buffers (steps per episode); `reset` may
             override it. The buffers grow if an episode runs longer.
     """
 
-    def __init__(self, model: nn.Module, state_mean, state_std, rtg_scale: float,
-                 device: str | torch.device = "cpu", horizon: int | None = None):  # fmt: skip
+    def __init__(self, model: nn.Module, units: PLMUnits, device: str | torch.device = "cpu",
+                 horizon: int | None = None):  # fmt: skip
+        if units.state_mean is None:
+            raise ValueError("DTPolicy needs units with state statistics (the PLM's)")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.context_length = int(model.context_length)
-        self.max_timestep = int(model.max_timestep)
-        self.state_mean = np.asarray(state_mean, dtype=np.float64).reshape(-1)
-        self.state_std = np.asarray(state_std, dtype=np.float64).reshape(-1)
-        if self.state_mean.shape != self.state_std.shape:
-            raise ValueError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ")
-        self.obs_dim = self.state_mean.shape[0]
+        self.units = units
+        self.context_length = int(units.context_length)
+        self.max_timestep = int(units.max_timestep)
+        self.obs_dim = int(units.obs_dim)
         self.act_dim = int(model.act_dim)
-        self.rtg_scale = float(rtg_scale)
+        self.rtg_scale = units.rtg_scale
         self.horizon = int(horizon) if horizon is not None else self.max_timestep
         self.n_envs = 0
 
@@ -126,9 +126,9 @@ class DTPolicy:
         src = np.maximum(steps, 0)
         rows = ids[:, None]
         states = np.where(real[..., None], self._states[rows, src], np.float32(0.0))
-        actions = np.where(real[..., None], self._actions[rows, src], np.float32(ACTION_PAD))
+        actions = np.where(real[..., None], self._actions[rows, src], np.float32(self.units.action_pad))
         rtg = np.where(real, self._rtg[rows, src], 0.0).astype(np.float32)[..., None]
-        timesteps = np.where(real, np.minimum(steps, self.max_timestep - 1), 0)
+        timesteps = np.where(real, self.units.clip_timesteps(steps), 0)
         return {"states": states, "actions": actions, "returns_to_go": rtg,
                 "timesteps": timesteps.astype(np.int64), "mask": real.astype(np.float32)}  # fmt: skip
 
@@ -147,7 +147,7 @@ class DTPolicy:
         t = self._steps[ids]
         if t.max() >= self._states.shape[1]:
             self._grow(int(t.max()) + 1)
-        self._states[ids, t] = (obs[ids] - self.state_mean) / self.state_std
+        self._states[ids, t] = self.units.normalise_states(obs[ids])
         self._actions[ids, t] = 0.0  # the current step's action slot
         self._steps[ids] = t + 1
 

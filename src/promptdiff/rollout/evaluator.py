@@ -16,34 +16,33 @@ whatever it returns afterwards (its reset observation and the steps of its next 
 loop ends when every environment has finished; finished environments are still stepped by the
 vector env meanwhile (cheap for the families here, and unavoidable with the vector API).
 
-Result (a plain dict; task keys are ints):
+Result (a plain dict; task keys are ints), the schema every caller logs and writes (the rollout
+callback's JSON files, the benchmark's cells):
 
-    {"tasks": {k: {"returns": [...], "lengths": [...], "return_mean", "return_std",
-                   "normalised_score", "success_rate" (families with has_success)}},
-     "mean_return", "mean_normalised_score", "mean_success_rate" (has_success),
+    {"family", "tasks": {k: {"returns": [...], "lengths": [...], "successes": [...] (has_success),
+                             "return_mean", "return_std", "normalised_score", "success_rate" (has_success)}},
+     "return_mean", "score_mean", "success_mean" (has_success),
      "episodes", "n_envs", "env_steps", "policy_calls", "wall_time_s"}
 
-normalised_score = (return_mean - random_return) / (expert_return - random_return), with the
-dataset card's per-task numbers; it is None (with one warning) when the card or the task is
-missing. mean_* average over tasks; mean_normalised_score is None if any task lacks a score.
-env_steps counts the steps of the evaluated episodes only; policy_calls the batched calls.
+normalised_score comes from the dataset card (`promptdiff.data.cards.ScoreCard`); it is None
+(with one warning) when the card or the task is missing. The *_mean entries average over tasks;
+score_mean is None if any task lacks a score. env_steps counts the steps of the evaluated
+episodes only; policy_calls the batched calls. `summarise` builds this dict from per-episode
+arrays, for `evaluate` and for the distributed rollout callback alike.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-import warnings
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
 from promptdiff.envs import TaskFamily, get_family, make_env
-from promptdiff.models.prompt import Prompt
+from promptdiff.prompt import Prompt
 from promptdiff.rollout.dt_policy import DTPolicy
-
-_WARNED: set[tuple[str, str]] = set()
 
 
 def episode_seed(seed: int, task: int, episode: int) -> int:
@@ -52,7 +51,7 @@ def episode_seed(seed: int, task: int, episode: int) -> int:
 
 
 def _family(family: str | TaskFamily) -> TaskFamily:
-    return get_family(family) if isinstance(family, str) else family
+    return get_family(family)
 
 
 def _check_args(fam: TaskFamily, tasks, prompts, episodes) -> list[int]:
@@ -70,7 +69,7 @@ def _check_args(fam: TaskFamily, tasks, prompts, episodes) -> list[int]:
 
 def _vector_env(fam: TaskFamily, tasks: list[int], vectorization: str) -> gym.vector.VectorEnv:
     """One vector env with one sub-environment per entry of `tasks` (repeats allowed)."""
-    fns = [functools.partial(make_env, fam.name, t) for t in tasks]
+    fns = [functools.partial(make_env, fam, t) for t in tasks]
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if vectorization == "sync":
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
@@ -121,8 +120,8 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
             active &= ~(terminated | truncated)
     finally:
         envs.close()
-    return _summarise(fam, tasks, len(ids), returns, lengths, success, calls, card_root,
-                      time.perf_counter() - start)  # fmt: skip
+    return summarise(fam, tasks, len(ids), returns, lengths, success, calls, card_root,
+                     time.perf_counter() - start)  # fmt: skip
 
 
 def evaluate_sequential(policy: DTPolicy, family: str | TaskFamily, tasks: list[int],
@@ -159,71 +158,52 @@ def evaluate_sequential(policy: DTPolicy, family: str | TaskFamily, tasks: list[
                 done = terminated or truncated
         finally:
             env.close()
-    return _summarise(fam, tasks, episodes, returns, lengths, success, int(lengths.sum()), card_root,
-                      time.perf_counter() - start)  # fmt: skip
+    return summarise(fam, tasks, episodes, returns, lengths, success, int(lengths.sum()), card_root,
+                     time.perf_counter() - start)  # fmt: skip
 
 
-# -- scoring ------------------------------------------------------------------------------------
+# -- the result ---------------------------------------------------------------------------------
 
 
-def _card_scores(fam: TaskFamily, tasks: list[int], root: str | Path) -> dict[int, tuple[float, float] | None]:
-    """task -> (random_return, expert_return) from the dataset card, None where unavailable."""
-    from promptdiff.data.cards import load_card  # lazy: pulls in the data layer
+def summarise(family, tasks: list[int], episodes: int, returns: np.ndarray, lengths: np.ndarray,
+              success: np.ndarray, calls: int, card_root, wall_time: float) -> dict:  # fmt: skip
+    """The result dict (module docstring) from per-episode arrays (len(tasks) * episodes,), task-major.
+    `card_root`: the dataset root whose card scores the returns (or a ready `ScoreCard`)."""
+    from promptdiff.data.cards import ScoreCard  # lazy: the card is the only thing read from the data layer
 
-    try:
-        card_tasks = load_card(fam.name, root)["tasks"]
-    except FileNotFoundError as err:
-        _warn_once(fam, root, f"{err}; normalised scores are None")
-        return {t: None for t in tasks}
-    out = {}
-    for t in tasks:
-        entry = card_tasks.get(str(t))
-        if entry is None or entry.get("expert_return") is None or entry.get("random_return") is None:
-            _warn_once(fam, root, f"{fam.name}: dataset card under {root} has no returns for task {t}; "
-                                  "its normalised score is None")  # fmt: skip
-            out[t] = None
-        else:
-            out[t] = (float(entry["random_return"]), float(entry["expert_return"]))
-    return out
-
-
-def _warn_once(fam: TaskFamily, root, message: str) -> None:
-    key = (fam.name, str(Path(root).resolve()))
-    if key not in _WARNED:
-        _WARNED.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _summarise(fam: TaskFamily, tasks: list[int], episodes: int, returns: np.ndarray, lengths: np.ndarray,
-               success: np.ndarray, calls: int, card_root, wall_time: float) -> dict:  # fmt: skip
-    """Aggregate per-episode arrays (len(tasks) * episodes,), task-major, into the result dict."""
-    scores = _card_scores(fam, tasks, card_root)
+    fam = _family(family)
+    card = card_root if isinstance(card_root, ScoreCard) else ScoreCard(fam, card_root)
+    returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths, np.int64)
+    success = np.asarray(success, bool)
     per_task = {}
     for j, t in enumerate(tasks):
         sl = slice(j * episodes, (j + 1) * episodes)
         r = returns[sl]
-        entry = {
-            "returns": r.tolist(),
-            "lengths": lengths[sl].tolist(),
-            "return_mean": float(r.mean()),
-            "return_std": float(r.std()),
-            "normalised_score": None,
-        }
-        if scores[t] is not None:
-            rand, expert = scores[t]
-            entry["normalised_score"] = (entry["return_mean"] - rand) / (expert - rand)
+        entry = {"returns": r.tolist(), "lengths": lengths[sl].tolist(), "return_mean": float(r.mean()),
+                 "return_std": float(r.std()), "normalised_score": card.score(t, float(r.mean()))}  # fmt: skip
         if fam.has_success:
+            entry["successes"] = success[sl].tolist()
             entry["success_rate"] = float(success[sl].mean())
         per_task[t] = entry
     norm = [v["normalised_score"] for v in per_task.values()]
     out = {
         "family": fam.name,
         "tasks": per_task,
-        "mean_return": float(np.mean([v["return_mean"] for v in per_task.values()])),
-        "mean_normalised_score": None if any(s is None for s in norm) else float(np.mean(norm)),
+        "return_mean": float(np.mean([v["return_mean"] for v in per_task.values()])),
+        "score_mean": None if any(s is None for s in norm) else float(np.mean(norm)),
     }
     if fam.has_success:
-        out["mean_success_rate"] = float(np.mean([v["success_rate"] for v in per_task.values()]))
+        out["success_mean"] = float(np.mean([v["success_rate"] for v in per_task.values()]))
     out.update(episodes=episodes, n_envs=len(returns), env_steps=int(lengths.sum()), policy_calls=int(calls),
                wall_time_s=float(wall_time))  # fmt: skip
+    return out
+
+
+def migrate_result(result: dict) -> dict:
+    """A rollout result written before the key names were unified (mean_return, mean_normalised_score,
+    mean_success_rate), with today's names (return_mean, score_mean, success_mean); today's pass unchanged."""
+    renames = {"mean_return": "return_mean", "mean_normalised_score": "score_mean", "mean_success_rate": "success_mean"}
+    out = {renames.get(k, k): v for k, v in result.items()}
+    if "sets" in out:
+        out["sets"] = {name: migrate_result(s) for name, s in out["sets"].items()}
     return out

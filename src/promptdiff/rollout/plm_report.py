@@ -33,13 +33,12 @@ def prompt_report(policy: DTPolicy, family, expert_prompts, seeds=(0, 1, 2), epi
                          card_root=card_root)  # fmt: skip
         runs.append({
             "seed": seed,
-            "expert_prompt": {"mean_return": own["mean_return"], "mean_normalised_score": own["mean_normalised_score"],
+            "expert_prompt": {"return_mean": own["return_mean"], "score_mean": own["score_mean"],
                               "per_task_score": {t: v["normalised_score"] for t, v in own["tasks"].items()},
-                              "mean_success_rate": own.get("mean_success_rate")},
-            "other_task_prompt": {"mean_return": wrong["mean_return"],
-                                  "mean_normalised_score": wrong["mean_normalised_score"]},
+                              "success_mean": own.get("success_mean")},
+            "other_task_prompt": {"return_mean": wrong["return_mean"], "score_mean": wrong["score_mean"]},
         })  # fmt: skip
-    mean = lambda key: float(np.mean([r[key]["mean_normalised_score"] for r in runs]))  # noqa: E731
+    mean = lambda key: float(np.mean([r[key]["score_mean"] for r in runs]))  # noqa: E731
     return {"family": family.name, "episodes_per_task": episodes, "prompt_seeds": list(seeds),
             "other_task_of": dict(zip(tasks, others)), "expert_prompt_score": mean("expert_prompt"),
             "other_task_prompt_score": mean("other_task_prompt"), "runs": runs}  # fmt: skip

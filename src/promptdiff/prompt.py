@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-ACTION_PAD = -10.0
+from promptdiff.units import ACTION_PAD
 
 
 class _Rows:

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from promptdiff.data.expert_policy import export_sb3_policy
+from promptdiff.production.expert_policy import export_sb3_policy
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _make_vec_env(cfg: ExpertTrainingConfig):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from promptdiff.data.task_conditioning import make_conditioned_env
+    from promptdiff.production.task_conditioning import make_conditioned_env
 
     return make_vec_env(
         make_conditioned_env,
@@ -155,12 +155,12 @@ def _mean_return(family: str, actor_path: Path | None, episodes_per_task: int = 
     """Mean return over all tasks (deterministic actor; None: uniform random actions)."""
     import numpy as np
 
-    from promptdiff.data.collect import rollout_batch
-    from promptdiff.data.experts import LearnedExpert, RandomPolicy
+    from promptdiff.production.collect import rollout_batch
+    from promptdiff.production.experts import LearnedExpert, RandomPolicy
     from promptdiff.envs import get_family
 
     fam = get_family(family)
-    policy = RandomPolicy() if actor_path is None else LearnedExpert(family, actor_path)
+    policy = RandomPolicy() if actor_path is None else LearnedExpert(fam, actor_path)
     tasks = [t for t in range(fam.num_tasks) for _ in range(episodes_per_task)]
     seeds = [31_337 + i for i in range(len(tasks))]
     trajs = rollout_batch(fam, tasks, seeds, policy, np.random.default_rng(0))

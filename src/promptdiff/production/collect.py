@@ -1,12 +1,14 @@
-"""Expert data collection: `promptdiff collect --config conf/collect/<family>.yaml`.
+"""Expert data collection: `promptdiff collect --family <family>` (or `--config conf/collect/<family>.yaml`).
 
-For every task of a family it rolls out the expert and writes, per data quality,
-  datasets/<family>/train-<quality>.h5    the training set (`episodes_per_task` per task)
-  datasets/<family>/prompt-<quality>.h5   the few-shot prompt pool (`prompt_episodes` per task,
-                                           from a separate seed)
+For every task of a family it rolls out the family's expert and writes, per data quality and role,
+  <root>/<family>/train-<quality>.h5    the training set (`episodes_per_task` per task)
+  <root>/<family>/prompt-<quality>.h5   the few-shot prompt pool (`prompt_episodes` per task,
+                                         from a separate seed)
 and refreshes the dataset card (card.json + README.md) with per-task expert and random returns.
-Each file is written atomically; finished files are skipped on a rerun, so an interrupted
-collection resumes with the file it was writing.
+Settings left unset take the family's `collect_defaults`, then the generic defaults below. Each
+file is written atomically; finished files are skipped on a rerun, so an interrupted collection
+resumes with the file it was writing. `ensure_files` makes just the files a run reads, when they
+are missing (the command line calls it before `promptdiff fit`; readers never do).
 """
 
 from __future__ import annotations
@@ -18,14 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from promptdiff.data.experts import (
-    LearnedExpert,
-    MetaWorldExpert,
-    NoisyPolicy,
-    PointRobotExpert,
-    RandomPolicy,
-)
 from promptdiff.data.hdf5_format import (
+    QUALITIES,
+    ROLES,
     DatasetError,
     Trajectory,
     TrajectoryWriter,
@@ -34,6 +31,10 @@ from promptdiff.data.hdf5_format import (
     partial_path,
 )
 from promptdiff.envs import TaskFamily, get_family, make_env
+from promptdiff.envs.families import load_plugins
+from promptdiff.production.experts import LearnedExpert, NoisyPolicy, RandomPolicy, scripted_expert
+
+GENERIC_DEFAULTS = {"episodes_per_task": 20, "qualities": ["expert"], "action_noise": 0.0, "prompt_action_noise": 0.0}
 
 
 @dataclass
@@ -41,31 +42,35 @@ class CollectConfig:
     """Settings of one collection run (the fields of conf/collect/<family>.yaml)."""
 
     family: str
-    """Task family to collect (cheetah_dir, cheetah_vel, ant_dir, ml1_reach, ml1_pick_place, point_robot)."""
+    """Task family to collect (cheetah_dir, cheetah_vel, ant_dir, ml1_reach, ml1_pick_place, point_robot, or a
+    plugin's)."""
     root: str = "datasets"
     """Dataset root; files go to <root>/<family>/."""
     seed: int = 0
     """Base seed of the training-set episodes."""
     prompt_seed: int = 100_000
     """Base seed of the prompt-pool episodes (kept apart from the training set)."""
-    episodes_per_task: int = 20
-    """Training-set episodes per task."""
+    episodes_per_task: int | None = None
+    """Training-set episodes per task (default: the family's, else 20)."""
     prompt_episodes: int = 5
     """Prompt-pool episodes per task."""
-    qualities: list[str] = field(default_factory=lambda: ["expert"])
-    """Data qualities to write: expert, medium, random."""
+    qualities: list[str] | None = None
+    """Data qualities to write: expert, medium, random (default: the family's, else [expert])."""
+    roles: list[str] = field(default_factory=lambda: ["train", "prompt"])
+    """Files to write per quality: train (the training set) and/or prompt (the few-shot pool)."""
     tasks: list[int] | None = None
     """Task indices to collect; null for every task of the family."""
     expert_policy: str | None = None
-    """Learned families: the shipped expert actor file."""
+    """Learned families: the expert actor file (default: <root>/<family>/expert_policy.pt)."""
     medium_policy: str | None = None
-    """Learned families with medium data: the medium actor file."""
+    """Learned families with medium data: the medium actor file (default: <root>/<family>/medium_policy.pt)."""
     stochastic_train: bool = True
     """Learned experts, training set: sample the policy's Gaussian (the prompt pool uses its mean)."""
-    action_noise: float = 0.0
-    """Scripted experts, training set: Gaussian action noise, std as a fraction of the half range."""
-    prompt_action_noise: float = 0.0
-    """Scripted experts, prompt pool: the same, usually smaller."""
+    action_noise: float | None = None
+    """Scripted experts, training set: Gaussian action noise, std as a fraction of the half range (default: the
+    family's, else 0)."""
+    prompt_action_noise: float | None = None
+    """Scripted experts, prompt pool: the same, usually smaller (default: the family's, else 0)."""
     batch_size: int = 25
     """Environments stepped together (one batched policy call per step)."""
     workers: int = 0
@@ -75,28 +80,33 @@ class CollectConfig:
     card: bool = True
     """Write the dataset card (card.json, README.md) after collecting."""
 
-# Per-family defaults; conf/collect/<family>.yaml spell the same values out (a test checks).
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "point_robot": {"episodes_per_task": 20, "action_noise": 0.2, "prompt_action_noise": 0.1},
-    "cheetah_dir": {"episodes_per_task": 100, "expert_policy": "datasets/cheetah_dir/expert_policy.pt"},
-    "cheetah_vel": {
-        "episodes_per_task": 20,
-        "qualities": ["expert", "medium", "random"],
-        "expert_policy": "datasets/cheetah_vel/expert_policy.pt",
-        "medium_policy": "datasets/cheetah_vel/medium_policy.pt",
-    },
-    "ant_dir": {"episodes_per_task": 20, "expert_policy": "datasets/ant_dir/expert_policy.pt"},
-    "ml1_reach": {"episodes_per_task": 8, "action_noise": 0.1, "prompt_action_noise": 0.05},
-    "ml1_pick_place": {"episodes_per_task": 8, "action_noise": 0.1, "prompt_action_noise": 0.05},
-}
+def resolve_config(cfg: CollectConfig) -> CollectConfig:
+    """The config with every unset field filled: the family's collect_defaults, then GENERIC_DEFAULTS; policy
+    files default to <root>/<family>/{expert,medium}_policy.pt. Bad settings raise before anything is written."""
+    fam = get_family(cfg.family)
+    values = asdict(cfg)
+    for key, generic in GENERIC_DEFAULTS.items():
+        if values[key] is None:
+            values[key] = fam.collect_defaults.get(key, generic)
+    for key, name in (("expert_policy", "expert_policy.pt"), ("medium_policy", "medium_policy.pt")):
+        if values[key] is None and fam.expert == "learned":
+            values[key] = str(Path(cfg.root) / fam.name / name)
+    out = CollectConfig(**values)
+    if not out.qualities or any(q not in QUALITIES for q in out.qualities):
+        raise ValueError(f"qualities must be a non-empty list of {QUALITIES}, got {out.qualities}")
+    if not out.roles or any(r not in ROLES for r in out.roles):
+        raise ValueError(f"roles must be a non-empty list of {ROLES}, got {out.roles}")
+    if out.tasks is not None:
+        bad = sorted(t for t in out.tasks if not 0 <= int(t) < fam.num_tasks)
+        if not out.tasks or bad:
+            raise ValueError(f"tasks must name tasks of {fam.name} in [0, {fam.num_tasks}), got {out.tasks}")
+    return out
 
 
-def default_collect_config(family: str, **overrides) -> CollectConfig:
+def default_collect_config(family, **overrides) -> CollectConfig:
+    """The family's collection settings (its data family's), with overrides."""
     fam = get_family(family)
-    base = fam.dataset_family
-    if base not in FAMILY_DEFAULTS:
-        raise KeyError(f"no collection defaults for family {family!r}")
-    return CollectConfig(family=base, **{**FAMILY_DEFAULTS[base], **overrides})
+    return resolve_config(CollectConfig(family=fam.dataset_family, **overrides))
 
 
 # -- rollouts -----------------------------------------------------------------------------------
@@ -153,8 +163,8 @@ def rollout_batch(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, r
 
 
 def _rollout_job(job):
-    fam_name, tasks, seeds, policy, rng_seed, goal_visible = job
-    return rollout_batch(get_family(fam_name), tasks, seeds, policy, np.random.default_rng(rng_seed), goal_visible)
+    fam, tasks, seeds, policy, rng_seed, goal_visible = job
+    return rollout_batch(fam, tasks, seeds, policy, np.random.default_rng(rng_seed), goal_visible)
 
 
 def run_episodes(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, rng_seed: list[int],
@@ -164,7 +174,7 @@ def run_episodes(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, rn
     Batch b draws its action noise from the generator seeded with rng_seed + [b], so the data
     are the same whatever the number of worker processes.
     """
-    jobs = [(fam.name, tasks[i : i + batch_size], seeds[i : i + batch_size], policy, [*rng_seed, b], goal_visible)
+    jobs = [(fam, tasks[i : i + batch_size], seeds[i : i + batch_size], policy, [*rng_seed, b], goal_visible)
             for b, i in enumerate(range(0, len(tasks), batch_size))]  # fmt: skip
     workers = max(1, min(workers or cpu_count(), len(jobs)))
     if workers == 1:
@@ -174,7 +184,8 @@ def run_episodes(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, rn
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    # the workers load the same plugins first, so a family of one's own unpickles there too
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=load_plugins) as pool:
         yield from pool.map(_rollout_job, jobs)
 
 
@@ -192,18 +203,15 @@ def make_policy(cfg: CollectConfig, quality: str, role: str):
     if quality == "medium":
         if fam.expert != "learned" or not cfg.medium_policy:
             raise ValueError(f"{cfg.family}: 'medium' data needs a learned medium_policy")
-        return LearnedExpert(fam.name, cfg.medium_policy, deterministic=role == "prompt" or not cfg.stochastic_train), False
+        return LearnedExpert(fam, cfg.medium_policy, deterministic=role == "prompt" or not cfg.stochastic_train), False
     if fam.expert == "scripted":
-        if fam.metaworld_name:
-            policy, goal_visible = MetaWorldExpert(fam.metaworld_name), True
-        else:
-            policy, goal_visible = PointRobotExpert(), False
+        policy = scripted_expert(fam)
         noise = cfg.action_noise if role == "train" else cfg.prompt_action_noise
-        return (NoisyPolicy(policy, noise) if noise > 0 else policy), goal_visible
+        return (NoisyPolicy(policy, noise) if noise > 0 else policy), bool(getattr(policy, "goal_visible", False))
     if not cfg.expert_policy:
         raise ValueError(f"{cfg.family}: 'expert_policy' must name the shipped expert actor file")
     deterministic = role == "prompt" or not cfg.stochastic_train
-    return LearnedExpert(fam.name, cfg.expert_policy, deterministic=deterministic), False
+    return LearnedExpert(fam, cfg.expert_policy, deterministic=deterministic), False
 
 
 def _episode_seed(base: int, task: int, episode: int) -> int:
@@ -214,6 +222,10 @@ def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | N
     """Write one file (role x quality) for every task; skip it if a valid one exists."""
     fam = get_family(cfg.family)
     path = dataset_path(fam.name, role, quality, cfg.root)
+    stale = partial_path(path)
+    if stale.exists():  # a leftover from an interrupted run
+        print(f"removing {stale}, left by an interrupted collection")
+        stale.unlink()
     if path.exists() and not cfg.overwrite:
         try:
             open_trajectories(path, family=fam.name, obs_dim=fam.obs_dim, role=role).close()
@@ -222,7 +234,6 @@ def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | N
             return path
         except DatasetError as err:
             print(f"regenerating {path}: {err.problem}")
-    partial_path(path).unlink(missing_ok=True)  # a leftover from an interrupted run
     policy, goal_visible = make_policy(cfg, quality, role)
     tasks = list(range(fam.num_tasks)) if cfg.tasks is None else list(cfg.tasks)
     per_task = cfg.episodes_per_task if role == "train" else cfg.prompt_episodes
@@ -250,11 +261,12 @@ def _file_episodes(cfg: CollectConfig, role: str) -> int:
 
 
 def collect(cfg: CollectConfig) -> list[Path]:
-    """Collect every file of the config, then write the dataset card."""
+    """Collect every file of the config, then write the dataset card (when it has the training set)."""
     fam = get_family(cfg.family)
     if fam.dataset_family != fam.name:
         raise ValueError(f"{fam.name} shares the data of {fam.dataset_family}: collect that family")
-    jobs = [(role, q) for q in cfg.qualities for role in ("train", "prompt")]
+    cfg = resolve_config(cfg)
+    jobs = [(role, q) for q in cfg.qualities for role in ("train", "prompt") if role in cfg.roles]
     total = sum(_file_episodes(cfg, role) for role, _ in jobs)
     start = time.time()
     paths = []
@@ -262,29 +274,28 @@ def collect(cfg: CollectConfig) -> list[Path]:
         for role, quality in jobs:
             bar.set_postfix_str(f"{role}-{quality}")
             paths.append(collect_file(cfg, role, quality, bar))
-    if cfg.card:
-        from promptdiff.data.cards import write_card
+    if cfg.card and "train" in cfg.roles and "expert" in cfg.qualities:
+        from promptdiff.production.cards import write_card
 
         write_card(cfg, wall_time=time.time() - start)
     return paths
 
 
-def ensure_family_data(family: str, root: str = "datasets", qualities=("expert",)) -> None:
-    """Collect a family's files with its default settings if any is missing (first use)."""
+def missing_files(family, files, root: str | Path = "datasets") -> list[tuple[str, str]]:
+    """The (role, quality) pairs of `files` whose file does not exist under root for the family's data."""
     fam = get_family(family)
-    cfg = default_collect_config(fam.dataset_family, root=root)
-    missing = [q for q in qualities for r in ("train", "prompt")
-               if not dataset_path(fam.dataset_family, r, q, root).exists()]  # fmt: skip
-    if missing:
-        cfg.qualities = sorted(set(missing), key=["expert", "medium", "random"].index)
-        cfg.card = False
-        print(f"{fam.dataset_family}: generating missing data ({', '.join(cfg.qualities)}) from the shipped expert")
-        collect(cfg)
+    return [(r, q) for r, q in dict.fromkeys(files) if not dataset_path(fam.dataset_family, r, q, root).exists()]
 
 
-def summarise(path: str | Path) -> dict:
-    """Per-task statistics of a file (used by `promptdiff data info`)."""
-    with open_trajectories(path) as f:
-        return {"family": f.family, "role": f.role, "quality": f.quality, "episodes": f.num_episodes,
-                "tasks": {t: s for t, s in f.task_stats.items()}}  # fmt: skip
-
+def ensure_files(family, files, root: str | Path = "datasets") -> list[Path]:
+    """Collect, with the family's default settings, just those of `files` ((role, quality) pairs) that are
+    missing: the first-run convenience of the command line. Returns the paths written."""
+    fam = get_family(family)
+    missing = missing_files(fam, files, root)
+    written = []
+    for role, quality in missing:
+        print(f"{fam.dataset_family}: {role}-{quality}.h5 is missing under {root}: generating it from the "
+              f"family's expert ({fam.collect_command(role, quality, root)})")  # fmt: skip
+        cfg = default_collect_config(fam.dataset_family, root=str(root), roles=[role], qualities=[quality], card=False)
+        written += collect(cfg)
+    return written

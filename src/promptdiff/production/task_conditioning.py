@@ -14,25 +14,20 @@ from gymnasium import spaces
 from promptdiff.envs import get_family, make_env
 
 
-def task_features(family: str, param) -> np.ndarray:
-    """Encode a task parameter for the expert: (cos g, sin g), v*, or the direction."""
-    param = np.asarray(param, dtype=np.float64).reshape(-1)
-    if family in ("ant_dir", "ant_dir_ood"):
-        return np.array([np.cos(param[0]), np.sin(param[0])])
-    if family in ("cheetah_vel", "cheetah_dir"):
-        return param[:1].copy()
-    raise ValueError(f"family {family!r} has no learned expert")
+def task_features(family, param) -> np.ndarray:
+    """Encode a task parameter for the family's learned expert (the family's `task_features`)."""
+    fam = get_family(family)
+    if fam.task_features is None:
+        raise ValueError(f"family {fam.name!r} has no learned expert (no task_features)")
+    return fam.task_features(param)
 
 
-def sample_task_param(family: str, rng: np.random.Generator) -> np.ndarray:
-    """Draw a training task for the expert: any angle, any velocity in range, either direction."""
-    if family == "ant_dir":
-        return np.array([rng.uniform(0.0, 2 * np.pi)])
-    if family == "cheetah_vel":
-        return np.array([rng.uniform(0.075, 3.0)])
-    if family == "cheetah_dir":
-        return np.array([rng.choice([-1.0, 1.0])])
-    raise ValueError(f"family {family!r} has no learned expert")
+def sample_task_param(family, rng: np.random.Generator) -> np.ndarray:
+    """Draw a training task for the expert (the family's `sample_task_param`)."""
+    fam = get_family(family)
+    if fam.sample_task_param is None:
+        raise ValueError(f"family {fam.name!r} has no learned expert (no sample_task_param)")
+    return fam.sample_task_param(rng)
 
 
 class TaskConditionedEnv(gym.Wrapper):

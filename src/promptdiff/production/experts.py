@@ -12,12 +12,28 @@ from typing import Protocol
 
 import numpy as np
 
-from promptdiff.data.expert_policy import load_expert_actor
-from promptdiff.data.task_conditioning import task_features
+from promptdiff.production.expert_policy import load_expert_actor
+
+
+def scripted_expert(family) -> "BatchPolicy":
+    """The family's scripted expert: its `scripted_policy` ("module:Class"), constructed with the family."""
+    import importlib
+
+    if not family.scripted_policy:
+        raise ValueError(f"family {family.name} has a scripted expert but names no scripted_policy "
+                         f"('module:Class' of a BatchPolicy)")  # fmt: skip
+    module, _, name = family.scripted_policy.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"family {family.name}: scripted_policy {family.scripted_policy!r} cannot be imported "
+                         f"({err})") from err  # fmt: skip
+    return cls(family)
 
 
 class BatchPolicy(Protocol):
     name: str
+    goal_visible: bool  # optional (default False): the envs are built with goal_visible=True (Meta-World)
 
     def __call__(self, obs: np.ndarray, envs: list, rng: np.random.Generator) -> np.ndarray:
         """obs (B, obs_dim) -> actions (B, act_dim)."""
@@ -37,6 +53,9 @@ class PointRobotExpert:
     """Steps straight at the goal, as far as the action box allows."""
 
     name = "scripted:point_robot"
+
+    def __init__(self, family=None):
+        del family  # every point-robot family's goal is on the env
 
     def __call__(self, obs, envs, rng):
         from promptdiff.envs.point_robot import point_robot_expert
@@ -67,9 +86,12 @@ class NoisyPolicy:
 class MetaWorldExpert:
     """Meta-World's scripted policy; needs the goal-visible observation (envs built goal_visible)."""
 
-    def __init__(self, metaworld_name: str):
+    goal_visible = True
+
+    def __init__(self, family):
         from metaworld import policies
 
+        metaworld_name = family.metaworld_name
         classes = {"reach-v3": policies.SawyerReachV3Policy, "pick-place-v3": policies.SawyerPickPlaceV3Policy}
         if metaworld_name not in classes:
             raise ValueError(f"no scripted Meta-World expert for {metaworld_name!r}")
@@ -83,7 +105,9 @@ class MetaWorldExpert:
 class LearnedExpert:
     """A shipped PPO actor; its input is the observation plus the task features."""
 
-    def __init__(self, family: str, path: str | Path, deterministic: bool = True):
+    def __init__(self, family, path: str | Path, deterministic: bool = True):
+        if family.task_features is None:
+            raise ValueError(f"family {family.name} has no task_features: it cannot drive a learned expert")
         self.family = family
         self.actor = load_expert_actor(path)
         self.deterministic = deterministic
@@ -91,5 +115,5 @@ class LearnedExpert:
         self.name = f"ppo:{Path(path).name} ({mode} actions)"
 
     def __call__(self, obs, envs, rng):
-        feats = np.stack([task_features(self.family, env.unwrapped.task_param) for env in envs])
+        feats = np.stack([self.family.task_features(env.unwrapped.task_param) for env in envs])
         return self.actor.act(np.concatenate([obs, feats], axis=1), self.deterministic, rng)

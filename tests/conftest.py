@@ -1,0 +1,20 @@
+"""Shared test helpers."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolved_config(config, *args) -> dict:
+    """The configuration `promptdiff fit --config <config> <args>` resolves to (composed files, links and
+    defaults applied), as a dict: what the shipped config means, not how it is written."""
+    from promptdiff.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main(["fit", "--config", str(config), *map(str, args), "--print_config"])
+    return yaml.safe_load(out.getvalue())
