@@ -32,6 +32,7 @@ from promptdiff.envs import get_family
 from promptdiff.prompt import Prompt
 from promptdiff.models.prompt_dt import PromptDT
 from promptdiff.rollout import DTPolicy, evaluate
+from promptdiff.units import PLMUnits
 from promptdiff.rollout.evaluator import _vector_env
 
 
@@ -106,7 +107,8 @@ def main(argv=None) -> None:
                          torch.rand(1, L, fam.act_dim, generator=g) * 2 - 1,
                          torch.randn(1, L, 1, generator=g), torch.arange(L)[None], torch.ones(1, L))
                for t in tasks}  # fmt: skip
-    dt_policy = DTPolicy(model, np.zeros(fam.obs_dim), np.ones(fam.obs_dim), fam.rtg_scale, device=args.device)
+    units = PLMUnits(np.zeros(fam.obs_dim), np.ones(fam.obs_dim), fam.rtg_scale, fam.horizon, context_length=20)
+    dt_policy = DTPolicy(model, units, device=args.device)
     policy = TimedPolicy(dt_policy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no dataset card on a fresh machine
@@ -115,8 +117,8 @@ def main(argv=None) -> None:
     print(f"(ii)  evaluator, PromptDT width 128 x 3 layers, K 20, prompt 5: {res['env_steps']} env steps in "
           f"{res['wall_time_s']:.2f} s: {sps:,.0f} env steps/s; {res['policy_calls']} batched policy calls, "
           f"{1000 * policy.seconds / max(policy.calls, 1):.1f} ms each "
-          f"({100 * policy.seconds / res['wall_time_s']:.0f}% of the wall time); mean return {res['mean_return']:.1f}, "
-          f"normalised score {res['mean_normalised_score']}")  # fmt: skip
+          f"({100 * policy.seconds / res['wall_time_s']:.0f}% of the wall time); mean return {res['return_mean']:.1f}, "
+          f"normalised score {res['score_mean']}")  # fmt: skip
     print(f"(iii) evaluator / raw simulator throughput: {sps / raw_sps:.2f} "
           f"({sps / (raw['steps'] / raw['step_s']):.2f} against stepping alone)")
 

@@ -4,6 +4,7 @@ import contextlib
 import io
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,3 +19,12 @@ def resolved_config(config, *args) -> dict:
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
         main(["fit", "--config", str(config), *map(str, args), "--print_config"])
     return yaml.safe_load(out.getvalue())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def point_robot_data():
+    """The point robot's data files under datasets/, which many tests read with the default root: made once,
+    explicitly (readers never generate data), as `promptdiff fit` would make them on first use."""
+    from promptdiff.production.collect import ensure_files
+
+    ensure_files("point_robot", [("train", "expert"), ("prompt", "expert")], ROOT / "datasets")

@@ -11,7 +11,7 @@ L = 5
 
 def mlp(hidden: int, blocks: int, time_dim: int) -> dict:
     """The spec of a small MLP backbone."""
-    return {"class_path": "MLPDenoiser", "init_args": {"hidden": hidden, "blocks": blocks, "time_dim": time_dim}}
+    return {"class_path": "promptdiff.models.MLPDenoiser", "init_args": {"hidden": hidden, "blocks": blocks, "time_dim": time_dim}}
 
 
 @pytest.fixture(autouse=True)

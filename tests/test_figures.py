@@ -29,7 +29,7 @@ from promptdiff.viz import (benchmark_figure, denoising_figure, find_benchmark_t
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-SMALL = dict(denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
+SMALL = dict(denoiser={"class_path": "promptdiff.models.MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
              cond_dim=16, diffusion_steps=10)
 
 

@@ -22,7 +22,7 @@ from promptdiff.models import PromptCodec
 from test_pretrain import FAMILIES, _scalar_tags, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
+SMALL = dict(denoiser={"class_path": "promptdiff.models.MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
              cond_dim=16, diffusion_steps=10)
 
 
@@ -164,7 +164,7 @@ def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
             assert torch.equal(v, w), k
     with pytest.raises(ValueError, match="does not fit"):
         PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), cond_dim=16, diffusion_steps=10,
-                       denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 48, "blocks": 1, "time_dim": 16}})
+                       denoiser={"class_path": "promptdiff.models.MLPDenoiser", "init_args": {"hidden": 48, "blocks": 1, "time_dim": 16}})
 
 
 def test_shipped_stage_one_diffuser_drives_the_zero_shot_prompt():

@@ -9,8 +9,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from promptdiff.data.fewshot import FewShotDataModule
 from promptdiff.methods import PromptDiffuser
 
+from test_pretrain import tiny_data
+
 STEPS = 3
-SMALL = dict(denoiser={"class_path": "MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
+SMALL = dict(denoiser={"class_path": "promptdiff.models.MLPDenoiser", "init_args": {"hidden": 32, "blocks": 1, "time_dim": 16}},
              cond_dim=16, diffusion_steps=10, lr=1e-2, cond_dropout=0.2)
 
 
@@ -58,17 +60,19 @@ def _trainer(**kw):
 
 
 def test_ddp_matches_single_process_on_the_union(tmp_path):
+    root = str(tmp_path / "data")
+    tiny_data("point_robot", tmp_path / "data")
     torch.manual_seed(0)
-    init = PromptDiffuser("point_robot", **SMALL).diffusers.state_dict()
+    init = PromptDiffuser("point_robot", root=root, **SMALL).diffusers.state_dict()
 
-    ddp_module = PromptDiffuser("point_robot", **SMALL)
+    ddp_module = PromptDiffuser("point_robot", root=root, **SMALL)
     ddp_module.diffusers.load_state_dict(init)
-    dm = FewShotDataModule("point_robot", batch_size=4, seed=3)
+    dm = FewShotDataModule("point_robot", root=root, batch_size=4, seed=3)
     _trainer(devices=2, strategy="ddp_spawn", callbacks=[SaveDiffusers(tmp_path)]).fit(ddp_module, dm)
 
-    single = PromptDiffuser("point_robot", **SMALL)
+    single = PromptDiffuser("point_robot", root=root, **SMALL)
     single.diffusers.load_state_dict(init)
-    _trainer(devices=1).fit(single, UnionDataModule("point_robot", batch_size=4, seed=3))
+    _trainer(devices=1).fit(single, UnionDataModule("point_robot", root=root, batch_size=4, seed=3))
 
     w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     moved = False

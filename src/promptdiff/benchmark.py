@@ -352,7 +352,7 @@ def runs_summary(runs: list[dict]) -> list[str]:
 
 def _where(cfg: BenchmarkConfig) -> str:
     """Which tasks the cells roll out on: the test tasks, or validation tasks (`split=val` presets)."""
-    val = ["--model.init_args.split=val" in m.args for m in cfg.methods]
+    val = ["--data.init_args.split=val" in m.args for m in cfg.methods]  # the split is linked into the model
     return "validation-task (held-out training tasks)" if all(val) else "mixed (see each method)" if any(val) else "test"
 
 

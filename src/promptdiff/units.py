@@ -29,7 +29,7 @@ ACTION_PAD = -10.0
 """The action of a padding step. The PLM never predicts it (its head ends in tanh)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PLMUnits:
     state_mean: np.ndarray | None
     state_std: np.ndarray | None
@@ -57,6 +57,11 @@ class PLMUnits:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "rtg_scale", float(self.rtg_scale))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PLMUnits) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod

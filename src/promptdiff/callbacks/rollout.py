@@ -165,9 +165,11 @@ class RolloutCallback(L.Callback):
                 played[j, mine, 2] = torch.tensor(per[t].get("successes", [False] * len(mine)), dtype=torch.float64)
         played = trainer.strategy.reduce(played.to(module.device), reduce_op="sum").cpu().numpy()
         calls = float(trainer.strategy.reduce(calls.to(module.device), reduce_op="sum").cpu())
+        wall = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        wall = float(trainer.strategy.reduce(wall.to(module.device), reduce_op="mean").cpu())  # the same on every rank
         flat = played.reshape(len(tasks) * E, 3)
         return summarise(family, tasks, E, flat[:, 0], flat[:, 1].astype(np.int64), flat[:, 2] > 0.5, int(calls),
-                         self._card_root(trainer), time.perf_counter() - start)  # fmt: skip
+                         self._card_root(trainer), wall)  # fmt: skip
 
 
 def format_table(summary: dict) -> str:

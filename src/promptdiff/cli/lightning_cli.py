@@ -10,6 +10,10 @@ and its tasks.
 Before a run starts, the data files that this run's data module reads are made from the family's
 expert if they are missing (and only those): the first-run convenience of `promptdiff fit --config
 conf/ant_dir.yaml` on a fresh clone. Readers themselves never write.
+
+Shared trainer configs (conf/trainer/*.yaml) cannot know the family: `{family}` in a logger's name
+(`trainer.logger.init_args.name`) is replaced by the data module's family before the classes are built,
+so the saved config.yaml and the logger hold the real name (`--print_config` still shows `{family}`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ class PromptDiffCLI(LightningCLI):
         # a link whose source or target the chosen classes lack is skipped (e.g. no split in pre-training)
         for key in LINKED:
             parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}", apply_on="parse")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        fill_family_placeholder(cfg)
 
     def _ensure_data(self) -> None:
         dm = self.datamodule
@@ -42,6 +50,18 @@ class PromptDiffCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._ensure_data()
+
+
+def fill_family_placeholder(cfg) -> None:
+    """Replace `{family}` in the name of the trainer's logger(s) by `data.init_args.family`, in place."""
+    family = cfg.get("data.init_args.family")
+    logger = cfg.get("trainer.logger")
+    if family is None or logger is None or isinstance(logger, bool):
+        return
+    for spec in logger if isinstance(logger, list) else [logger]:
+        name = spec.get("init_args.name") if hasattr(spec, "get") else None
+        if isinstance(name, str) and "{family}" in name:
+            spec["init_args.name"] = name.replace("{family}", str(family))
 
 
 def run_lightning(argv: list[str] | None) -> int:

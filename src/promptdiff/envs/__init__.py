@@ -11,7 +11,7 @@ with gymnasium by the registry, from the families' specs.
 
 import gymnasium as gym
 
-from promptdiff.envs.families import (FAMILIES, QualityBar, TaskFamily, add_plugin, families, get_family,
+from promptdiff.envs.families import (FAMILIES, QualityBar, TaskFamily, add_plugin, all_families, get_family,
                                       register_family)  # fmt: skip
 
 
@@ -24,5 +24,5 @@ def make_env(family: str | TaskFamily, task: int, **kwargs) -> gym.Env:
     return gym.make(fam.env_id, task=task, **kwargs)
 
 
-__all__ = ["FAMILIES", "QualityBar", "TaskFamily", "add_plugin", "families", "get_family", "make_env",
+__all__ = ["FAMILIES", "QualityBar", "TaskFamily", "add_plugin", "all_families", "get_family", "make_env",
            "register_family"]

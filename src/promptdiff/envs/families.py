@@ -16,7 +16,7 @@ Create task i with `promptdiff.envs.make_env(family, i)`. Families that share th
 trajectories. `with_test_params` derives a family whose test tasks are new task parameters (for
 example a cheetah_vel target velocity that is not on the grid), evaluated with the base family's PLM.
 
-The registry (`register_family`, `get_family`, `families`) holds the built-in families and those
+The registry (`register_family`, `get_family`, `all_families`) holds the built-in families and those
 of plugins: modules named in the environment variable PROMPTDIFF_PLUGINS (module names or paths to
 .py files, separated by commas), or exposed by installed packages under the entry-point group
 `promptdiff.plugins`. A plugin registers its families when it is imported. Because the variable is
@@ -367,7 +367,7 @@ def add_plugin(name: str) -> None:
     load_plugins()
 
 
-def families() -> dict[str, TaskFamily]:
+def all_families() -> dict[str, TaskFamily]:
     """Every registered family (built-in and plugins'), by name."""
     load_plugins()
     return dict(FAMILIES)

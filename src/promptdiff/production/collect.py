@@ -34,7 +34,8 @@ from promptdiff.envs import TaskFamily, get_family, make_env
 from promptdiff.envs.families import load_plugins
 from promptdiff.production.experts import LearnedExpert, NoisyPolicy, RandomPolicy, scripted_expert
 
-GENERIC_DEFAULTS = {"episodes_per_task": 20, "qualities": ["expert"], "action_noise": 0.0, "prompt_action_noise": 0.0}
+GENERIC_DEFAULTS = {"episodes_per_task": 20, "prompt_episodes": 5, "qualities": ["expert"], "action_noise": 0.0,
+                    "prompt_action_noise": 0.0, "tasks": None}  # fmt: skip
 
 
 @dataclass
@@ -52,14 +53,14 @@ class CollectConfig:
     """Base seed of the prompt-pool episodes (kept apart from the training set)."""
     episodes_per_task: int | None = None
     """Training-set episodes per task (default: the family's, else 20)."""
-    prompt_episodes: int = 5
-    """Prompt-pool episodes per task."""
+    prompt_episodes: int | None = None
+    """Prompt-pool episodes per task (default: the family's, else 5)."""
     qualities: list[str] | None = None
     """Data qualities to write: expert, medium, random (default: the family's, else [expert])."""
     roles: list[str] = field(default_factory=lambda: ["train", "prompt"])
     """Files to write per quality: train (the training set) and/or prompt (the few-shot pool)."""
     tasks: list[int] | None = None
-    """Task indices to collect; null for every task of the family."""
+    """Task indices to collect (default: the family's, else every task of the family)."""
     expert_policy: str | None = None
     """Learned families: the expert actor file (default: <root>/<family>/expert_policy.pt)."""
     medium_policy: str | None = None
@@ -96,6 +97,9 @@ def resolve_config(cfg: CollectConfig) -> CollectConfig:
         raise ValueError(f"qualities must be a non-empty list of {QUALITIES}, got {out.qualities}")
     if not out.roles or any(r not in ROLES for r in out.roles):
         raise ValueError(f"roles must be a non-empty list of {ROLES}, got {out.roles}")
+    for key in ("episodes_per_task", "prompt_episodes"):
+        if int(getattr(out, key)) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(out, key)}")
     if out.tasks is not None:
         bad = sorted(t for t in out.tasks if not 0 <= int(t) < fam.num_tasks)
         if not out.tasks or bad:
