@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def resolved_config(config, *args) -> dict:
-    """The configuration `promptdiff fit --config <config> <args>` resolves to (composed files, links and
-    defaults applied), as a dict: what the shipped config means, not how it is written."""
+    """The configuration `promptdiff fit --config <config> <args>` resolves to (composed files and defaults applied),
+    as a dict: what the shipped config means, not how it is written. Linked keys (family, K, L, root, split, tasks)
+    are in the data section only: the model receives them from there when it is built."""
     from promptdiff.cli.main import main
 
     out = io.StringIO()

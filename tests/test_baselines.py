@@ -258,7 +258,7 @@ def test_every_baseline_config_fits_and_writes_final_json(config, tmp_path, plm)
     steps = 0 if config.stem in EVAL_ONLY else 2
     if steps:
         extra += ["--trainer.val_check_interval", str(steps)]
-    if cls_name == "PromptTuningDT":
+    if config.stem == "prompt_tuning_dt":
         extra += ["--model.init_args.queries", "4"]
     out = tmp_path / "final.json"
     assert main(["fit", "--config", str(config), "--trainer.max_steps", str(steps), "--data.init_args.batch_size", "4",

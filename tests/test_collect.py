@@ -227,3 +227,18 @@ def test_ensure_files_makes_only_the_missing_files_a_run_reads(tmp_path, monkeyp
     c.ensure_files("point_robot", [("prompt", "expert")], root=str(tmp_path))  # present: nothing is rewritten
     assert path.stat().st_mtime_ns == stamp
     assert load_family_data("point_robot", root=tmp_path, tasks=[3], roles=("prompt",))[0] is None
+
+
+def test_runs_started_together_make_a_missing_file_once(tmp_path):
+    """Benchmark cells start several `promptdiff fit` at once; their first-run collections of the same missing
+    file must not collide (one writes, the others wait and find it)."""
+    code = ("import sys; from promptdiff.production.collect import ensure_files; "
+            "print(len(ensure_files('point_robot', [('prompt', 'expert')], sys.argv[1])))")  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    assert sorted(out.strip().splitlines()[-1] for out, _ in outs) == ["0", "1"]  # written once, found once
+    with open_trajectories(dataset_path("point_robot", "prompt", root=tmp_path)) as f:
+        assert f.num_episodes == 40 * 5

@@ -8,13 +8,17 @@ plugin through PROMPTDIFF_PLUGINS (set by --plugin, restored after each test).
 a. a family of one's own: collect (spawned workers) -> pre-train a PLM -> Prompt Diffuser -> benchmark table;
 b. a method of one's own through `promptdiff fit` on point_robot's shipped PLM;
 c. a denoiser of one's own chosen by class_path on the command line;
-d. a built-in family's task off the built-in grid (cheetah_vel at v* = 1.234) on its shipped PLM and expert.
+d. a built-in family's task off the built-in grid (cheetah_vel at v* = 1.234) on its shipped PLM and expert;
+and, for benchmark cells (fresh processes that get plugins from PROMPTDIFF_PLUGINS only): the plugin's class paths
+resolve there (the command line loads them first), and the documented module form runs the plugin's
+method and denoiser through `promptdiff benchmark`.
 """
 
 import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,15 +44,6 @@ PD_SMALL = ["--model.init_args.cond_dim", "16", "--model.init_args.diffusion_ste
             "--model.init_args.sample_steps", "3"]  # fmt: skip
 PLM_SMALL = ["--model.init_args.width", "32", "--model.init_args.mlp_width", "64", "--model.init_args.layers", "1",
              "--model.init_args.warmup_steps", "2"]  # fmt: skip
-
-
-OFF_GRID_PLM_BUG = (
-    "src bug: under `promptdiff fit` the PLM that a method loads inside its constructor gets the METHOD's "
-    "hyper-parameters (LightningCLI instantiates the model inside lightning's _given_hyperparameters_context, and "
-    "PromptDTPretrain.save_hyperparameters() in load_from_checkpoint picks them up), so load_frozen_plm sees "
-    "hparams.family == 'cheetah_vel_offgrid' and rejects the cheetah_vel PLM. Fix: load the PLM with the context "
-    "cleared (or check the family and K against the checkpoint's own hyper_parameters)")
-
 
 def prompt_diffuser_config() -> Path:
     """The Prompt Diffuser entry config that takes any family from --data.init_args.family."""
@@ -164,9 +159,9 @@ def test_own_family_collect_pretrain_prompt_diffuser_benchmark(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| reacher3d |"))
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
     assert len(cells) == 2 and all(math.isfinite(float(c.split("±")[0])) for c in cells), row
-    for method in ("prompt_dt", "prompt_diffuser"):
+    for method, cls in (("prompt_dt", "PromptDTExpert"), ("prompt_diffuser", "PromptDiffuser")):
         cell = json.loads((out / "cells" / method / "reacher3d" / "seed0.json").read_text())
-        assert cell["family"] == "reacher3d" and cell["episodes"] == 1
+        assert cell["family"] == "reacher3d" and cell["episodes"] == 1 and cell["method"] == cls
         finite_returns(cell, fam.test_tasks)
 
 
@@ -185,6 +180,51 @@ def test_own_method_through_fit(tmp_path, point_robot_root):
     assert summary["tuned_parameters"] == len(fam.test_tasks) * fam.obs_dim  # one state offset per task
     assert set(summary["sets"]) == {"tuned", "expert"}
     finite_returns(summary, fam.test_tasks)
+
+
+def test_plugin_class_paths_resolve_in_a_fresh_process(tmp_path):
+    """A benchmark cell is a fresh `promptdiff fit` process that gets the plugin from PROMPTDIFF_PLUGINS only (no
+    --plugin): the plugin's class paths (a method, a denoiser) must resolve there, on a built-in family too."""
+    args = [sys.executable, "-m", "promptdiff.cli.main", "fit", "--config", str(baseline_config("soft_prompt")),
+            "--model", f"{MODULE}.PromptBias", "--data.init_args.family", "point_robot", "--print_config"]  # fmt: skip
+    env = dict(os.environ, PROMPTDIFF_PLUGINS=str(PLUGIN), OMP_NUM_THREADS="1")
+    run = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert yaml.safe_load(run.stdout)["model"]["class_path"] == f"{MODULE}.PromptBias"
+
+
+def test_benchmark_of_plugin_method_and_denoiser_as_a_module(tmp_path, point_robot_root):
+    """The documented route for benchmark cells (fresh processes): the plugin as a module on PYTHONPATH, named in
+    PROMPTDIFF_PLUGINS, so that its class paths import by themselves; literal braces in args are doubled."""
+    pr = ["--trainer.accelerator=cpu", f"--data.init_args.root={point_robot_root}",
+          f"--model.init_args.plm={SHIPPED / 'point_robot' / 'plm.ckpt'}", "--trainer.max_steps=2",
+          "--trainer.val_check_interval=2", "--data.init_args.batch_size=2", "--data.init_args.val_batches=1"]  # fmt: skip
+    film = "--model.init_args.denoiser={{class_path: reacher3d.FiLMDenoiser, init_args: {{hidden: 32, time_dim: 16}}}}"
+    bench = {"name": "plugin_parts", "families": ["point_robot"], "seeds": [0], "episodes": 1, "reference": None,
+             "out_dir": str(tmp_path / "results"), "workers": 2,
+             "methods": [{"name": "prompt_bias", "config": str(baseline_config("soft_prompt")),
+                          "args": ["--model=reacher3d.PromptBias", "--model.init_args.prompt_seed={seed}", *pr]},
+                         {"name": "film_pd", "config": str(prompt_diffuser_config()),
+                          "args": [film, "--model.init_args.cond_dim=16", "--model.init_args.diffusion_steps=10",
+                                   "--model.init_args.sample_steps=3", *pr]}]}  # fmt: skip
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
+    # a fresh process: this one has the plugin as a file module already, and one family must not come from both
+    env = dict(os.environ, PROMPTDIFF_PLUGINS="reacher3d", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(PLUGIN.parent), os.environ.get("PYTHONPATH")])))
+    run = subprocess.run([sys.executable, "-m", "promptdiff.cli.main", "benchmark", "--config", str(tmp_path / "bench.yaml")],
+                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    cells = tmp_path / "results" / "plugin_parts" / "cells"
+    logs = "".join(p.read_text()[-1500:] for p in cells.rglob("*.log")) if cells.is_dir() else ""
+    assert run.returncode == 0, run.stderr[-2000:] + logs
+    fam = get_family("point_robot")
+    bias = json.loads((cells / "prompt_bias" / "point_robot" / "seed0.json").read_text())
+    assert bias["method"] == "PromptBias" and bias["tuned_parameters"] == len(fam.test_tasks) * fam.obs_dim
+    finite_returns(bias, fam.test_tasks)
+    pd = json.loads((cells / "film_pd" / "point_robot" / "seed0.json").read_text())
+    assert pd["method"] == "PromptDiffuser"
+    finite_returns(pd, fam.test_tasks)
+    resolved = yaml.safe_load(next((cells / "film_pd").rglob("config.yaml")).read_text())
+    assert resolved["model"]["init_args"]["denoiser"]["class_path"] == "reacher3d.FiLMDenoiser"
 
 
 # -- c. a denoiser backbone of one's own ---------------------------------------------------------------------
@@ -231,15 +271,9 @@ def test_task_off_the_grid_on_the_shipped_plm(tmp_path):
     assert abs(speed - 1.234) < 0.25, f"the expert ran at {speed:.3f}, not at v* = 1.234"
 
     final = tmp_path / "final.json"
-    try:
-        rc = main([*off, "fit", "--config", str(baseline_config("prompt_dt")),
-                   "--data.init_args.family", "cheetah_vel_offgrid", "--data.init_args.root", str(data),
-                   "--model.init_args.plm", str(SHIPPED / "cheetah_vel" / "plm.ckpt"),
-                   *run_args(tmp_path, final)])  # fmt: skip
-    except ValueError as err:
-        if "was pre-trained on family 'cheetah_vel_offgrid'" not in str(err):
-            raise
-        pytest.xfail(OFF_GRID_PLM_BUG)
+    rc = main([*off, "fit", "--config", str(baseline_config("prompt_dt")),
+               "--data.init_args.family", "cheetah_vel_offgrid", "--data.init_args.root", str(data),
+               "--model.init_args.plm", str(SHIPPED / "cheetah_vel" / "plm.ckpt"), *run_args(tmp_path, final)])  # fmt: skip
     assert rc == 0
     summary = json.loads(final.read_text())
     assert summary["family"] == "cheetah_vel_offgrid" and summary["method"] == "PromptDTExpert"

@@ -171,8 +171,10 @@ def test_shipped_stage_one_diffuser_drives_the_zero_shot_prompt():
     """ant_dir_ood's shipped stage-1 diffuser fits conf/ant_dir_ood.yaml's diffuser, and the zero-shot prompt
     (condition "target") is generated from the target return alone: no few-shot data is touched."""
     ckpt = ROOT / "datasets" / "ant_dir_ood" / "diffuser_stage1.ckpt"
-    hp = resolved_config(ROOT / "conf" / "ant_dir_ood.yaml")["model"]["init_args"]
-    hp.update(root=str(ROOT / "datasets"), init_diffuser=str(ckpt), condition="target")
+    cfg = resolved_config(ROOT / "conf" / "ant_dir_ood.yaml")
+    hp = {k: v for k, v in cfg["model"]["init_args"].items() if v is not None}
+    hp.update(family=cfg["data"]["init_args"]["family"], root=str(ROOT / "datasets"), init_diffuser=str(ckpt),
+              condition="target")  # fmt: skip
     module = PromptDiffuser(**hp)
     shipped = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     for d in module.diffusers:

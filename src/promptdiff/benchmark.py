@@ -254,10 +254,12 @@ def _check(cfg: BenchmarkConfig) -> None:
 # -- tables ------------------------------------------------------------------------------------------
 def collect(cfg: BenchmarkConfig, every: list[Cell]) -> list[dict]:
     """One row per (method, family): per-seed primary-set results, their mean and std."""
+    from promptdiff.rollout.evaluator import migrate_result  # cells written before the keys were unified
     rows = []
     for m in cfg.methods:
         for f in cfg.families:
-            runs = [json.loads(c.path.read_text()) for c in every if c.method is m and c.family == f and c.path.is_file()]
+            runs = [migrate_result(json.loads(c.path.read_text()))
+                    for c in every if c.method is m and c.family == f and c.path.is_file()]  # fmt: skip
             ret = [r["sets"][r["primary"]]["return_mean"] for r in runs]
             score = [r["sets"][r["primary"]].get("score_mean") for r in runs]
             score = [s for s in score if s is not None]
@@ -393,27 +395,11 @@ def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = N
 
 
 def bar_chart(cfg: BenchmarkConfig, rows: list[dict], path: Path) -> None:
-    import matplotlib
+    """table.png: the normalised score per family and method, drawn by `promptdiff.viz.tables.benchmark_figure`
+    (the one drawing of a benchmark table; missing cells are marked, never drawn as 0)."""
+    from promptdiff.viz.tables import benchmark_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [m.name for m in cfg.methods]
-    by = {(r["method"], r["family"]): r for r in rows}
-    x = np.arange(len(cfg.families))
-    width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cfg.families) + 0.4 * len(names)), 4.0))
-    for i, m in enumerate(names):
-        mean = [by[(m, f)]["score_mean"] or 0.0 for f in cfg.families]
-        std = [by[(m, f)]["score_std"] or 0.0 for f in cfg.families]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, mean, width, yerr=std, label=m, capsize=2)
-    ax.set_xticks(x, cfg.families)
-    ax.set_ylabel("normalised score")
-    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-    ax.set_title(f"{cfg.name}: mean over seeds {cfg.seeds}")
-    ax.legend(fontsize=7, ncols=min(4, len(names)))
-    fig.tight_layout()
+    fig = benchmark_figure(rows, value="auto", title=f"{cfg.name}: mean over seeds {cfg.seeds}")
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     tmp.replace(path)

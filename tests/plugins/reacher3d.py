@@ -2,7 +2,9 @@
 
 Load it with `promptdiff --plugin tests/plugins/reacher3d.py <command> ...` or by naming the file in
 PROMPTDIFF_PLUGINS (docs/extending.md walks through each part; tests/test_extending.py runs them). Loaded
-from a file, this module is named `promptdiff_plugin_reacher3d`: the class paths below use that name.
+from a file, this module is named `promptdiff_plugin_reacher3d`, so configs name its classes
+`promptdiff_plugin_reacher3d.PromptBias` etc. (`reacher3d.PromptBias` with PYTHONPATH=tests/plugins and
+PROMPTDIFF_PLUGINS=reacher3d); the family's own "module:Class" strings follow whichever name via `__name__`.
 
 * family `reacher3d`: a 3-D point starts at the origin and must reach a hidden goal on the upper unit
   hemisphere (16 goals, 4 of them test tasks); reward minus the distance to the goal; 20 steps.

@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     plugged = argv[:1] and (argv[0] == "--plugin" or argv[0].startswith("--plugin="))
     argv = _take_plugins(argv)
+    from promptdiff.envs.families import load_plugins
+
+    try:  # plugins named in PROMPTDIFF_PLUGINS (e.g. inherited by a benchmark cell) before any class path is read
+        load_plugins()
+    except ImportError as err:
+        raise SystemExit(f"promptdiff: error: {err}") from None
     if plugged:
         from_command_line = False  # LightningCLI must not read sys.argv, which still holds --plugin
     from promptdiff.cli.lightning_cli import LIGHTNING_COMMANDS

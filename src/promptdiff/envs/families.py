@@ -170,6 +170,11 @@ class TaskFamily:
         return "unused"
 
     @property
+    def expert_name(self) -> str:
+        """The family whose folder holds the learned expert's actor files (a derived family uses its base's)."""
+        return self.plm_family or self.name
+
+    @property
     def plm_name(self) -> str:
         """The family whose PLM this family's methods prompt."""
         return self.plm_family or self.name
@@ -193,9 +198,10 @@ class TaskFamily:
         if not extra or any(len(p) != width for p in extra):
             raise ValueError(f"{self.name}: give one or more task parameters of {width} number(s) each, got {params!r}")
         new = tuple(range(self.num_tasks, self.num_tasks + len(extra)))
+        defaults = {**self.collect_defaults, "qualities": ["expert"]}  # the expert's few-shot pools of the new tasks
         return replace(self, name=name, num_tasks=self.num_tasks + len(extra), params=self.params + extra,
                        test_tasks=new, train_tasks_override=self.train_tasks, data_family=None,
-                       plm_family=self.plm_name, quality_bar=QualityBar(),
+                       plm_family=self.plm_name, quality_bar=QualityBar(), collect_defaults=defaults,
                        description=description or f"{self.description}; test tasks at parameters {list(extra)}")  # fmt: skip
 
 

@@ -54,7 +54,7 @@ def load_frozen_plm(path: str | Path, family, context_length: int, prompt_length
     if not path.is_file():
         full = " --data.init_args.include_test_tasks true" if path.name == "plm_full.ckpt" else ""
         raise FileNotFoundError(f"PLM checkpoint {path} not found: pre-train one with "
-                                f"`promptdiff fit --config conf/pretrain.yaml --data.init_args.family {fam.plm_name}{full}` "
+                                f"`promptdiff fit --config conf/pretrain/{fam.plm_name}.yaml{full}` "
                                 f"and copy its last.ckpt there, or point `model.init_args.plm` at a PLM checkpoint")  # fmt: skip
     try:
         plm = PromptDTPretrain.load_policy(str(path))

@@ -116,5 +116,15 @@ class PromptDTPretrain(L.LightningModule):
 
     @classmethod
     def load_policy(cls, checkpoint_path: str, map_location="cpu") -> "PromptDTPretrain":
-        """The pre-trained module from a checkpoint alone (no config), in eval mode."""
-        return cls.load_from_checkpoint(checkpoint_path, map_location=map_location).eval()
+        """The pre-trained module from a checkpoint alone (no config), in eval mode, with ITS OWN hyper-parameters.
+
+        LightningCLI instantiates a method inside a context that hands the method's hyper-parameters to every
+        LightningModule built meanwhile; a PLM loaded in a method's constructor would record the method's family
+        and sizes instead of its own. The context is cleared around the load."""
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+        token = _given_hyperparameters.set(None)
+        try:
+            return cls.load_from_checkpoint(checkpoint_path, map_location=map_location).eval()
+        finally:
+            _given_hyperparameters.reset(token)

@@ -139,10 +139,6 @@ class PromptDiffuser(PromptTuningMethod):
     def _serves(self, served: list[int]) -> bool:
         return served == self.tasks or (self.hparams.split == "train" and set(served) <= set(self.tasks))
 
-    @property
-    def rollout_tasks(self) -> list[int]:
-        """Stage 1 (one shared diffuser) is judged on the test tasks; the few-shot stage on its own tasks."""
-        return list(self.family.test_tasks) if self.hparams.split == "train" else list(self.tasks)
 
     def _groups(self, batch: dict):
         """(diffuser, per-group tensors) pairs: one group per task, or all tasks in one (stage 1)."""

@@ -91,7 +91,7 @@ def resolve_config(cfg: CollectConfig) -> CollectConfig:
             values[key] = fam.collect_defaults.get(key, generic)
     for key, name in (("expert_policy", "expert_policy.pt"), ("medium_policy", "medium_policy.pt")):
         if values[key] is None and fam.expert == "learned":
-            values[key] = str(Path(cfg.root) / fam.name / name)
+            values[key] = str(Path(cfg.root) / fam.expert_name / name)
     out = CollectConfig(**values)
     if not out.qualities or any(q not in QUALITIES for q in out.qualities):
         raise ValueError(f"qualities must be a non-empty list of {QUALITIES}, got {out.qualities}")
@@ -294,7 +294,24 @@ def missing_files(family, files, root: str | Path = "datasets") -> list[tuple[st
 def ensure_files(family, files, root: str | Path = "datasets") -> list[Path]:
     """Collect, with the family's default settings, just those of `files` ((role, quality) pairs) that are
     missing: the first-run convenience of the command line. Returns the paths written."""
+    import fcntl
+
     fam = get_family(family)
+    if not missing_files(fam, files, root):
+        return []
+    folder = Path(root) / fam.dataset_family
+    folder.mkdir(parents=True, exist_ok=True)
+    # runs started together (benchmark cells) must not write the same file at once: one collects, the others
+    # wait for it and then find the file there
+    with open(folder / ".collect.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _collect_missing(fam, files, root)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _collect_missing(fam: TaskFamily, files, root) -> list[Path]:
     missing = missing_files(fam, files, root)
     written = []
     for role, quality in missing:
