@@ -46,6 +46,14 @@ class UnionDataModule(FewShotDataModule):
         return DataLoader(_Union(self, 2), batch_size=None, collate_fn=lambda b: b)
 
 
+class UnionDiffuser(PromptDiffuser):
+    """One process drawing, at step i, the diffusion randomness of ranks 0 .. world-1 together."""
+
+    def _draws_for(self, batch, stage, index):
+        T, B = batch["window"]["timesteps"].shape[:2]
+        return union_batch([self.diffusion_draws(T, B // 2, (stage, r, index)) for r in range(2)])
+
+
 class SaveDiffusers(L.Callback):
     def __init__(self, out_dir):
         self.out_dir = str(out_dir)
@@ -63,14 +71,14 @@ def test_ddp_matches_single_process_on_the_union(tmp_path):
     root = str(tmp_path / "data")
     tiny_data("point_robot", tmp_path / "data")
     torch.manual_seed(0)
-    init = PromptDiffuser("point_robot", root=root, **SMALL).diffusers.state_dict()
+    init = PromptDiffuser("point_robot", root=root, seed=3, **SMALL).diffusers.state_dict()
 
-    ddp_module = PromptDiffuser("point_robot", root=root, **SMALL)
+    ddp_module = PromptDiffuser("point_robot", root=root, seed=3, **SMALL)
     ddp_module.diffusers.load_state_dict(init)
     dm = FewShotDataModule("point_robot", root=root, batch_size=4, seed=3)
     _trainer(devices=2, strategy="ddp_spawn", callbacks=[SaveDiffusers(tmp_path)]).fit(ddp_module, dm)
 
-    single = PromptDiffuser("point_robot", root=root, **SMALL)
+    single = UnionDiffuser("point_robot", root=root, seed=3, **SMALL)
     single.diffusers.load_state_dict(init)
     _trainer(devices=1).fit(single, UnionDataModule("point_robot", root=root, batch_size=4, seed=3))
 

@@ -5,7 +5,8 @@ Configs name the LightningModule and LightningDataModule by class path (`model.c
 later ones override earlier ones). What the model and the data must agree on is written once, in
 the data module, and linked into the model where the model has the argument: the family, the
 sequence lengths K and L, the dataset root (from which the default PLM path is derived), the split
-and its tasks.
+and its tasks, and the seed (Prompt Diffuser keys its diffusion draws by it, as the data module its
+batches).
 
 Before a run starts, the data files that this run's data module reads are made from the family's
 expert if they are missing (and only those): the first-run convenience of `promptdiff fit --config
@@ -21,7 +22,7 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-LINKED = ("family", "context_length", "prompt_length", "root", "split", "tasks")
+LINKED = ("family", "context_length", "prompt_length", "root", "split", "tasks", "seed")
 
 
 class PromptDiffCLI(LightningCLI):

@@ -8,10 +8,10 @@ every batch:
   few-shot trajectories (not only their tails). A window is what the diffuser learns to
   generate (x0 = states, actions, rewards) and its condition (y = returns-to-go, timesteps);
 * `batch_size` K-step SEGMENTS of the same few-shot trajectories (uniform random starts, left
-  padded), on which the frozen PLM's action loss is measured;
-* the randomness of the diffusion loss, drawn with the batch so that a batch fully determines
-  its update: `t_uniform` in [0, 1) (the module maps it to a diffusion step), `noise`
-  ~ N(0, I) shaped like x0, and `drop_uniform` in [0, 1) (classifier-free condition dropout).
+  padded), on which the frozen PLM's action loss is measured.
+
+The randomness of the diffusion loss (steps, noise, condition dropout) is the method's own: Prompt
+Diffuser draws it keyed by the same (seed, rank, step), so resume stays exact.
 
 Every field has a leading task axis: shape (T, B, ...), T = len(tasks). Batch i on rank r is
 drawn from the generator (seed, r, i), as in pre-training.
@@ -164,11 +164,6 @@ class FewShotDataModule(L.LightningDataModule):
             pool = load_family_data(fam, hp.root, hp.prompt_quality, tasks=self.tasks, roles=("prompt",))[1]
             self.tails = SegmentSampler(data, pool, units)
 
-    @property
-    def x_dim(self) -> int:
-        """Size of one flattened window x0: L * (obs_dim + act_dim + 1)."""
-        return self.hparams.prompt_length * (self.family.obs_dim + self.family.act_dim + 1)
-
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
 
@@ -182,11 +177,7 @@ class FewShotDataModule(L.LightningDataModule):
         win = self.windows.sample(self.tasks, B, rng)
         _, seg, _ = self.segments.sample_all(self.tasks, B, rng)
         seg = {k: v.reshape(T, B, *v.shape[1:]) for k, v in seg.items()}
-        return {"window": win, "segment": seg,
-                "t_uniform": torch.from_numpy(rng.random((T, B))),
-                "noise": torch.from_numpy(rng.standard_normal((T, B, self.x_dim), dtype=np.float32)),
-                "drop_uniform": torch.from_numpy(rng.random((T, B))),
-                "task_ids": torch.tensor(self.tasks, dtype=torch.int64)}  # fmt: skip
+        return {"window": win, "segment": seg, "task_ids": torch.tensor(self.tasks, dtype=torch.int64)}
 
     def train_dataloader(self) -> DataLoader:
         return _loader(_FewShotStream(self, self.hparams.seed, self._step))

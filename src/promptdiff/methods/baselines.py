@@ -287,18 +287,20 @@ class PromptTuningDT(GradientTuner):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._init_tuner(family, plm, context_length, prompt_length, split, root, tasks)
-        self._optimisers: list[RankOptimiser] | None = None
+        # the tuned prompts: per task, its states and actions (L, obs + act) in PLM units; no gradient flows here
+        width = self.family.obs_dim + self.family.act_dim
+        self.prompt_x = nn.ParameterList(nn.Parameter(torch.zeros(prompt_length, width), requires_grad=False)
+                                         for _ in self.tasks)  # fmt: skip
 
     @property
     def num_tuned_parameters(self) -> int:
-        return self.prompt_states.numel() + self.prompt_actions.numel()
+        return sum(p.numel() for p in self.prompt_x)
 
+    @torch.no_grad()
     def init_from_prompt(self, prompt: Prompt) -> None:
-        hp = self.hparams
         x = torch.cat([prompt.states, prompt.actions], dim=-1)
-        self._optimisers = [RankOptimiser(x[j], queries=hp.queries, std=hp.std, momentum=hp.momentum, lr=hp.lr,
-                                          seed=int(np.random.SeedSequence([hp.rank_seed, t]).generate_state(1)[0]))
-                            for j, t in enumerate(self.tasks)]  # fmt: skip
+        for j, p in enumerate(self.prompt_x):
+            p.copy_(x[j])
 
     def _prompts_from(self, j: int, x: torch.Tensor) -> Prompt:
         """Prompts (m,) with states and actions from x (m, L, obs + act), the rest from task j's prompt."""
@@ -309,25 +311,29 @@ class PromptTuningDT(GradientTuner):
     @torch.no_grad()
     def training_step(self, batch: dict, batch_idx: int) -> None:
         seg = self.normalised_segments(batch)
-        losses = []
-        for j, opt in enumerate(self._optimisers):
-            g = {k: v[j] for k, v in seg.items()}
-            B, m = g["seg_mask"].shape[0], opt.m
-            queries = opt.ask()  # (m, L, obs + act)
+        opt = self.optimizers()
+        rank = opt.optimizer
+        groups = [{k: v[j] for k, v in seg.items()} for j in range(len(self.tasks))]
+        for j, (x, g) in enumerate(zip(self.prompt_x, groups)):
+            B, m = g["seg_mask"].shape[0], rank.defaults["queries"]
+            queries = rank.ask(x)  # (m, L, obs + act)
             rows = {k: v.repeat(m, *([1] * (v.dim() - 1))) for k, v in g.items()}  # query-major
             prompts = self._prompts_from(j, queries.repeat_interleave(B, dim=0))
-            scores = self.plm_action_loss(prompts, rows).view(m, B).mean(dim=1)
-            x = opt.tell(scores)
+            rank.tell(x, self.plm_action_loss(prompts, rows).view(m, B).mean(dim=1))
+        opt.step()  # every task's prompt moves (a real optimiser step, which Lightning counts)
+        losses = []
+        for j, (x, g) in enumerate(zip(self.prompt_x, groups)):
             self.prompt_states[j] = x[..., :self.family.obs_dim] * self.prompt_mask[j].unsqueeze(-1)
             self.prompt_actions[j] = x[..., self.family.obs_dim:]
             losses.append(self.plm_action_loss(self.start_prompt(j), g).mean())
-        self.optimizers().step()
         self.log("train/action_mse", torch.stack(losses).mean(), prog_bar=True)
 
     def task_loss(self, j: int, g: dict) -> torch.Tensor:
         return self.plm_action_loss(self.start_prompt(j), g)
 
     def configure_optimizers(self):
-        # The rank updates write the prompt directly; this no-op optimiser only lets Lightning count the
-        # steps (with manual optimisation a step is an optimiser step), so `trainer.max_steps` holds.
-        return torch.optim.SGD([nn.Parameter(torch.zeros(()))], lr=0.0)
+        """The rank optimiser over the tasks' prompts, one generator per task (seeded by rank_seed and the task)."""
+        hp = self.hparams
+        groups = [{"params": [x], "seed": int(np.random.SeedSequence([hp.rank_seed, t]).generate_state(1)[0])}
+                  for x, t in zip(self.prompt_x, self.tasks)]  # fmt: skip
+        return RankOptimiser(groups, queries=hp.queries, std=hp.std, momentum=hp.momentum, lr=hp.lr)

@@ -10,8 +10,9 @@ Every training step, for each task's batch (see `promptdiff.data.fewshot`):
 
     x0 = window (states normalised with the PLM's statistics, actions, rewards / rtg_scale)
     y  = (returns-to-go / rtg_scale, timesteps) of the window
-    L_DM = || model output - target ||^2 at a random diffusion step (the batch carries the
-           step, the noise and the condition-dropout draw)
+    L_DM = || model output - target ||^2 at a random diffusion step (the step, the noise and the
+           condition-dropout draw come from `diffusion_draws`, a generator keyed by the seed, the
+           rank and the step, as the data module's batches are: a resumed run draws the same)
     L_P  = the frozen PLM's action MSE on K-step few-shot segments, prompted with the
            reconstruction of the diffuser's one-step estimate of x0 (differentiable)
 
@@ -54,7 +55,7 @@ class PromptDiffuser(PromptTuningMethod):
                  cond_dropout: float = 0.0, guidance_scale: float = 1.0,
                  sample_steps: int = 10, clip_sample: float | None = None, combine: str = "projection",
                  lam: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 best_of_n: int = 1, sample_seed: int = 0, condition: str = "tail"):  # fmt: skip
+                 best_of_n: int = 1, sample_seed: int = 0, condition: str = "tail", seed: int = 0):  # fmt: skip
         """
         Args:
             family: task family (linked from the data module).
@@ -88,6 +89,7 @@ class PromptDiffuser(PromptTuningMethod):
             condition: where the generation's y comes from: "tail" (returns-to-go and timesteps of a few-shot
                 tail segment, as the expert prompt) or "target" (zero-shot: no target-task trajectory; the last
                 L steps of an episode that earns the family's target return at a constant rate).
+            seed: base seed of the diffusion loss's draws (linked from the data module's seed).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -140,14 +142,29 @@ class PromptDiffuser(PromptTuningMethod):
         return served == self.tasks or (self.hparams.split == "train" and set(served) <= set(self.tasks))
 
 
-    def _groups(self, batch: dict):
+    def diffusion_draws(self, T: int, B: int, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """The diffusion loss's randomness for T tasks x B windows, from the generator (seed, *key):
+        t_uniform (T, B) in [0, 1) (mapped to a diffusion step), noise (T, B, x_dim) ~ N(0, I), drop_uniform
+        (T, B) in [0, 1) (classifier-free condition dropout). Training uses key (0, rank, step)."""
+        rng = np.random.default_rng([self.hparams.seed, *key])
+        draws = {"t_uniform": rng.random((T, B)),
+                 "noise": rng.standard_normal((T, B, self.codec.x_dim), dtype=np.float32),
+                 "drop_uniform": rng.random((T, B))}  # fmt: skip
+        return {k: torch.from_numpy(v).to(self.device) for k, v in draws.items()}
+
+    def _draws_for(self, batch: dict, stage: int, index: int) -> dict[str, torch.Tensor]:
+        T, B = batch["window"]["timesteps"].shape[:2]
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return self.diffusion_draws(T, B, (stage, rank, index))
+
+    def _groups(self, batch: dict, draws: dict):
         """(diffuser, per-group tensors) pairs: one group per task, or all tasks in one (stage 1)."""
         win = batch["window"]
         S = self.diffusion.steps
         x0 = self.codec.encode(self.normalise_states(win["states"]), win["actions"], win["rewards"])
-        t = (batch["t_uniform"] * S).long().clamp_(0, S - 1)
-        drop = batch["drop_uniform"] < self.hparams.cond_dropout
-        fields = {"x0": x0, "rtg": win["returns_to_go"], "ts": win["timesteps"], "t": t, "noise": batch["noise"],
+        t = (draws["t_uniform"] * S).long().clamp_(0, S - 1)
+        drop = draws["drop_uniform"] < self.hparams.cond_dropout
+        fields = {"x0": x0, "rtg": win["returns_to_go"], "ts": win["timesteps"], "t": t, "noise": draws["noise"],
                   "drop": drop, **self.normalised_segments(batch)}  # fmt: skip
         if len(self.diffusers) == 1:
             yield self.diffusers[0], {k: v.flatten(0, 1) for k, v in fields.items()}
@@ -156,12 +173,13 @@ class PromptDiffuser(PromptTuningMethod):
                 yield d, {k: v[j] for k, v in fields.items()}
 
     # -- losses ------------------------------------------------------------------------------------
-    def losses(self, batch: dict, need_guidance: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per diffuser: L_DM and L_P (scalars), in the order of `self.diffusers`.
+    def losses(self, batch: dict, draws: dict,
+               need_guidance: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+        """Per diffuser: L_DM and L_P (scalars), in the order of `self.diffusers`, with the diffusion `draws`.
 
         The diffusers run one by one; the frozen PLM runs once on every group's segments together.
         """
-        groups = list(self._groups(batch))
+        groups = list(self._groups(batch, draws))
         l_dm, x0_hats = [], []
         for diffuser, g in groups:
             cond = {"returns_to_go": g["rtg"], "timesteps": g["ts"]}
@@ -181,7 +199,7 @@ class PromptDiffuser(PromptTuningMethod):
         hp = self.hparams
         opt = self.optimizers()
         mode = hp.combine
-        l_dm, l_p = self.losses(batch, need_guidance=mode != "dm_only")
+        l_dm, l_p = self.losses(batch, self._draws_for(batch, 0, self.global_step), need_guidance=mode != "dm_only")
         L_dm, L_p = torch.stack(l_dm).sum(), torch.stack(l_p).sum()
         for name, value in (("L_DM", L_dm), ("L_P", L_p)):
             if not torch.isfinite(value):
@@ -225,12 +243,12 @@ class PromptDiffuser(PromptTuningMethod):
         return out
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        l_dm, l_p = self.losses(batch, need_guidance=False)
+        l_dm, l_p = self.losses(batch, self._draws_for(batch, 1, batch_idx), need_guidance=False)
         self.log("val/L_DM", torch.stack(l_dm).mean(), sync_dist=True)
         self.log("val/L_P", torch.stack(l_p).mean(), sync_dist=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        l_dm, l_p = self.losses(batch, need_guidance=False)
+        l_dm, l_p = self.losses(batch, self._draws_for(batch, 2, batch_idx), need_guidance=False)
         self.log("test/L_DM", torch.stack(l_dm).mean(), sync_dist=True)
         self.log("test/L_P", torch.stack(l_p).mean(), sync_dist=True)
 
