@@ -22,6 +22,19 @@ def resolved_config(config, *args) -> dict:
     return yaml.safe_load(out.getvalue())
 
 
+def link_shipped_plms(root, family: str) -> None:
+    """Put the shipped PLMs of a family (plm.ckpt, plm_full.ckpt) under a test's data root, where the methods
+    look for them (<root>/<family>/), as symbolic links."""
+    from promptdiff.envs import get_family
+
+    name = get_family(family).plm_name
+    for ckpt in ("plm.ckpt", "plm_full.ckpt"):
+        src, dst = ROOT / "datasets" / name / ckpt, Path(root) / name / ckpt
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def point_robot_data():
     """The point robot's data files under datasets/, which many tests read with the default root: made once,

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from promptdiff.callbacks.video import encode_gif
-from conftest import resolved_config
+from conftest import link_shipped_plms, resolved_config
 from promptdiff.cli.main import main
 from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.envs import get_family
@@ -163,6 +163,7 @@ def ant_data(tmp_path_factory) -> Path:
                                  episodes_per_task=2, prompt_episodes=2, card=False, workers=1)  # fmt: skip
     cfg.expert_policy = str(ROOT / "datasets" / "ant_dir" / "expert_policy.pt")  # the shipped actor
     collect(cfg)
+    link_shipped_plms(root, "ant_dir")
     return root
 
 
@@ -206,9 +207,9 @@ def test_real_config_logs_figures_and_warns_once_without_rendering(ant_data, tmp
     assert {"PromptSpaceCallback", "RolloutVideoCallback", "DenoisingChainCallback"} <= set(names)
     for family in ("cheetah_dir", "cheetah_vel", "ant_dir", "ant_dir_ood", "ml1_reach", "ml1_pick_place",
                    "point_robot"):  # fmt: skip
-        text = (ROOT / "conf" / f"{family}.yaml").read_text()
-        assert "promptdiff.callbacks.PromptSpaceCallback" in text, family
-        assert ("promptdiff.callbacks.RolloutVideoCallback" in text) == (family != "point_robot"), family
+        used = {c["class_path"] for c in resolved_config(ROOT / "conf" / f"{family}.yaml")["trainer"]["callbacks"]}
+        assert "promptdiff.callbacks.PromptSpaceCallback" in used, family
+        assert ("promptdiff.callbacks.RolloutVideoCallback" in used) == (family != "point_robot"), family
     # no rendering: MUJOCO_GL unset (MuJoCo's default, GLFW) on a machine without a display
     for var in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
         monkeypatch.delenv(var, raising=False)

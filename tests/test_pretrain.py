@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import resolved_config
+from conftest import link_shipped_plms, resolved_config
 from promptdiff.cli.main import main
 from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.data.datamodule import PromptDTDataModule
@@ -33,11 +33,7 @@ def tiny_data(family: str, root: Path) -> list[int]:
         if getattr(cfg, key):  # the shipped actors
             setattr(cfg, key, str(ROOT / "datasets" / data_family / name))
     collect(cfg)
-    for name in ("plm.ckpt", "plm_full.ckpt"):  # the shipped PLMs, where methods look for them: <root>/<family>/
-        src, dst = ROOT / "datasets" / fam.plm_name / name, root / fam.plm_name / name
-        if src.is_file() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(src)
+    link_shipped_plms(root, family)  # where methods look for them: <root>/<family>/
     return train
 
 

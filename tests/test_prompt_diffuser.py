@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import resolved_config
+from conftest import link_shipped_plms, resolved_config
 from promptdiff.cli.main import main
 from promptdiff.data.datamodule import PromptDTDataModule
 from promptdiff.data.fewshot import FewShotDataModule
@@ -303,6 +303,7 @@ def test_val_split_tunes_and_evaluates_held_out_training_tasks(tmp_path):
     val = list(fam.val_tasks)
     collect(default_collect_config(family, root=str(tmp_path / "data"), tasks=val, episodes_per_task=2,
                                    prompt_episodes=2, card=False, workers=1))  # fmt: skip
+    link_shipped_plms(tmp_path / "data", family)
     split = ["--data.init_args.split", "val", "--model.init_args.split", "val"]
     assert main(["fit", "--config", str(ROOT / "conf" / f"{family}.yaml"), *shrink_args(tmp_path), *split]) == 0
     final = json.loads(next((tmp_path / "runs").rglob("rollout_final.json")).read_text())

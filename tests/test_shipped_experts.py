@@ -8,6 +8,7 @@ import pytest
 
 from promptdiff.production.collect import default_collect_config, rollout_batch
 from promptdiff.production.experts import LearnedExpert
+from promptdiff.rollout.evaluator import migrate_result
 from promptdiff.production.expert_policy import load_expert_actor
 from promptdiff.envs import get_family
 
@@ -61,10 +62,12 @@ def test_shipped_plm_reads_its_prompt(family, tmp_path):
     """A shipped PLM scores high with the task's own expert prompt, clearly lower with another's."""
     from promptdiff.data.datamodule import PromptDTDataModule
     from promptdiff.methods import PromptDTPretrain
+    from promptdiff.production.collect import ensure_files
     from promptdiff.rollout.plm_report import prompt_report
 
     plm = PromptDTPretrain.load_policy(str(ROOT / "datasets" / family / "plm.ckpt"))
-    dm = PromptDTDataModule(family, root=str(tmp_path))  # regenerates the data from the shipped expert
+    dm = PromptDTDataModule(family, root=str(tmp_path))
+    ensure_files(family, dm.required_files(), tmp_path)  # the data, regenerated from the shipped expert
     report = prompt_report(plm.rollout_policy(), plm.family, dm.tail_prompts, seeds=(0,), episodes=2,
                            card_root=str(ROOT / "datasets"))
     assert report["expert_prompt_score"] >= 0.8
@@ -87,5 +90,5 @@ def test_every_family_ships_a_plm_with_its_report(family):
     assert report["training"]["steps"] == ckpt["global_step"]
     assert report["expert_prompt_score"] >= 0.8, "the PLM does not use its own expert prompt well enough"
     assert report["other_task_prompt_score"] < report["expert_prompt_score"] - 0.3, "prompts barely matter"
-    own = np.mean([r["expert_prompt"]["score_mean"] for r in report["runs"]])
+    own = np.mean([migrate_result(r["expert_prompt"])["score_mean"] for r in report["runs"]])  # older key names too
     assert own == pytest.approx(report["expert_prompt_score"])

@@ -89,8 +89,8 @@ def resolve_config(cfg: CollectConfig) -> CollectConfig:
     for key, generic in GENERIC_DEFAULTS.items():
         if values[key] is None:
             values[key] = fam.collect_defaults.get(key, generic)
-    for key, name in (("expert_policy", "expert_policy.pt"), ("medium_policy", "medium_policy.pt")):
-        if values[key] is None and fam.expert == "learned":
+    for key, name, needed in (("expert_policy", "expert_policy.pt", "expert"), ("medium_policy", "medium_policy.pt", "medium")):
+        if values[key] is None and fam.expert == "learned" and needed in values["qualities"]:
             values[key] = str(Path(cfg.root) / fam.expert_name / name)
     out = CollectConfig(**values)
     if not out.qualities or any(q not in QUALITIES for q in out.qualities):
