@@ -291,9 +291,10 @@ def missing_files(family, files, root: str | Path = "datasets") -> list[tuple[st
     return [(r, q) for r, q in dict.fromkeys(files) if not dataset_path(fam.dataset_family, r, q, root).exists()]
 
 
-def ensure_files(family, files, root: str | Path = "datasets") -> list[Path]:
-    """Collect, with the family's default settings, just those of `files` ((role, quality) pairs) that are
-    missing: the first-run convenience of the command line. Returns the paths written."""
+def ensure_files(family, files, root: str | Path = "datasets", **overrides) -> list[Path]:
+    """Collect, with the family's default settings (and `overrides` of CollectConfig fields, e.g. expert_policy),
+    just those of `files` ((role, quality) pairs) that are missing: the first-run convenience of the command line.
+    Returns the paths written."""
     import fcntl
 
     fam = get_family(family)
@@ -306,17 +307,18 @@ def ensure_files(family, files, root: str | Path = "datasets") -> list[Path]:
     with open(folder / ".collect.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _collect_missing(fam, files, root)
+            return _collect_missing(fam, files, root, overrides)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _collect_missing(fam: TaskFamily, files, root) -> list[Path]:
+def _collect_missing(fam: TaskFamily, files, root, overrides: dict) -> list[Path]:
     missing = missing_files(fam, files, root)
     written = []
     for role, quality in missing:
         print(f"{fam.dataset_family}: {role}-{quality}.h5 is missing under {root}: generating it from the "
               f"family's expert ({fam.collect_command(role, quality, root)})")  # fmt: skip
-        cfg = default_collect_config(fam.dataset_family, root=str(root), roles=[role], qualities=[quality], card=False)
+        cfg = default_collect_config(fam.dataset_family, **{"root": str(root), "card": False, **overrides,
+                                                            "roles": [role], "qualities": [quality]})  # fmt: skip
         written += collect(cfg)
     return written
