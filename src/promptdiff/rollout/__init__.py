@@ -1,6 +1,6 @@
 """Rollout layer: a batched decision-transformer policy and the evaluator (no Lightning here).
 
-    policy = DTPolicy(model, state_mean, state_std, rtg_scale=fam.rtg_scale)
+    policy = DTPolicy(model, units)          # units: the PLM's PLMUnits (plm_module.units)
     result = evaluate(policy, "ant_dir", tasks, prompts, episodes=5)
 """
 
