@@ -228,7 +228,7 @@ def fit_args(tmp_path, final_json, episodes: int, seed: int = 0, prompt_seed: in
 
 def test_per_task_rollout_equals_batched_evaluation(tmp_path):
     """The Adaptor at 0 steps is the PLM itself; evaluated task by task (policy_per_task) it must give
-    exactly the returns of PromptDTExpert's one batched evaluation with the same seeds and prompts."""
+    the returns of PromptDTExpert's one batched evaluation with the same seeds and prompts (to float32 precision)."""
     conf = ROOT / "conf" / "baselines"
     seeds = dict(seed=3, prompt_seed=2)
     assert main(["fit", "--config", str(conf / "prompt_dt.yaml"), "--trainer.max_steps", "0",
@@ -242,7 +242,11 @@ def test_per_task_rollout_equals_batched_evaluation(tmp_path):
     a, b = batched["sets"]["expert"], per_task["sets"]["tuned"]
     assert set(a["tasks"]) == set(b["tasks"]) == {str(t) for t in FAM.test_tasks}
     for t in a["tasks"]:
-        assert a["tasks"][t] == b["tasks"][t], f"task {t}"
+        # the same episodes; the PLM's float32 matmuls round differently for 2 and 10 environments per call when
+        # several threads split them, so returns agree to float32 precision, not always bit for bit
+        ta, tb = a["tasks"][t], b["tasks"][t]
+        assert ta["lengths"] == tb["lengths"] and ta.get("successes") == tb.get("successes"), f"task {t}"
+        np.testing.assert_allclose(ta["returns"], tb["returns"], rtol=1e-5, err_msg=f"task {t}")
     assert len({v["return_mean"] for v in a["tasks"].values()}) > 1, "every task returned the same: nothing compared"
 
 
@@ -298,3 +302,15 @@ def test_prompt_quality_changes_the_starting_prompt_not_the_tuning_data(tmp_path
             torch.testing.assert_close(b[key][name], value)
     with pytest.raises(ValueError, match="prompt_quality must be one of"):
         FewShotDataModule(FAMILY, root=str(tmp_path), prompt_quality="expret")
+
+
+def test_cli_refuses_a_plm_of_another_family_of_the_same_size(tmp_path):
+    """Under `promptdiff fit` the PLM is checked against its OWN hyper-parameters (not the method's, which
+    LightningCLI hands to every module built while the method is): cheetah_dir's PLM has cheetah_vel's sizes,
+    yet it is refused by name, before any data is read."""
+    with pytest.raises(Exception, match="pre-trained on family 'cheetah_dir', not 'cheetah_vel'"):
+        main(["fit", "--config", str(ROOT / "conf" / "baselines" / "prompt_dt.yaml"), "--trainer.max_steps", "0",
+              "--data.init_args.family", "cheetah_vel", "--data.init_args.root", str(tmp_path),
+              "--model.init_args.plm", str(ROOT / "datasets" / "cheetah_dir" / "plm.ckpt"),
+              "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert not any(tmp_path.iterdir()), "nothing is written before the model is built"
