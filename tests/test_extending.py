@@ -278,3 +278,14 @@ def test_task_off_the_grid_on_the_shipped_plm(tmp_path):
     summary = json.loads(final.read_text())
     assert summary["family"] == "cheetah_vel_offgrid" and summary["method"] == "PromptDTExpert"
     finite_returns(summary, [40])
+
+    # ... and Prompt Diffuser tunes a diffuser for the new task on its few-shot pool (shrunk)
+    tuned = tmp_path / "tuned.json"
+    assert main([*off, "fit", "--config", str(prompt_diffuser_config()), "--data.init_args.family", "cheetah_vel_offgrid",
+                 "--data.init_args.root", str(data), "--data.init_args.batch_size", "2",
+                 "--data.init_args.val_batches", "1", "--model.init_args.plm", str(SHIPPED / "cheetah_vel" / "plm.ckpt"),
+                 "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", *PD_SMALL,
+                 *run_args(tmp_path, tuned)]) == 0  # fmt: skip
+    generated = json.loads(tuned.read_text())
+    assert generated["method"] == "PromptDiffuser" and set(generated["sets"]) == {"generated", "expert"}
+    finite_returns(generated, [40])
