@@ -109,6 +109,7 @@ class TaskFamily:
             raise ValueError(f"family {self.name}: tasks {bad} out of range [0, {self.num_tasks})")
         if ":" not in self.entry_point:
             raise ValueError(f"family {self.name}: entry_point must be 'module:Class', got {self.entry_point!r}")
+
     @property
     def train_tasks(self) -> tuple[int, ...]:
         if self.train_tasks_override is not None:
