@@ -242,3 +242,22 @@ def test_runs_started_together_make_a_missing_file_once(tmp_path):
     assert sorted(out.strip().splitlines()[-1] for out, _ in outs) == ["0", "1"]  # written once, found once
     with open_trajectories(dataset_path("point_robot", "prompt", root=tmp_path)) as f:
         assert f.num_episodes == 40 * 5
+
+
+def test_a_scripted_family_without_its_policy_is_refused_by_name(tmp_path):
+    """No silent fallback to another family's expert: the family must name its scripted policy."""
+    from dataclasses import replace
+
+    from promptdiff.production.collect import make_policy
+
+    orphan = replace(get_family("point_robot"), name="orphan", scripted_policy=None)
+    cfg = CollectConfig(family="point_robot", root=str(tmp_path))
+    with pytest.MonkeyPatch.context() as mp:
+        from promptdiff.envs import families as registry
+
+        mp.setitem(registry.FAMILIES, "orphan", orphan)
+        with pytest.raises(ValueError, match="orphan has a scripted expert but names no scripted_policy"):
+            make_policy(replace(cfg, family="orphan"), "expert", "train")
+        mp.setitem(registry.FAMILIES, "orphan", replace(orphan, scripted_policy="nowhere.module:Expert"))
+        with pytest.raises(ValueError, match="nowhere.module:Expert"):
+            make_policy(replace(cfg, family="orphan"), "expert", "train")
