@@ -20,7 +20,7 @@ This module sits below `data` and `models`: it imports neither.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class PLMUnits:
     context_length: int = 20
     prompt_length: int = 5
     action_pad: float = ACTION_PAD
+    _tensors: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (dtype, device) -> mean, std
 
     def __post_init__(self) -> None:
         if (self.state_mean is None) != (self.state_std is None):
@@ -77,7 +78,7 @@ class PLMUnits:
                        prompt_length=self.prompt_length if prompt_length is None else int(prompt_length))  # fmt: skip
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         for key in ("state_mean", "state_std"):
             d[key] = None if d[key] is None else [float(x) for x in d[key]]
         return d
@@ -99,8 +100,11 @@ class PLMUnits:
         if isinstance(states, torch.Tensor):
             out = states
             if self.state_mean is not None:
-                mean = torch.as_tensor(self.state_mean, dtype=states.dtype, device=states.device)
-                std = torch.as_tensor(self.state_std, dtype=states.dtype, device=states.device)
+                key = (states.dtype, states.device)
+                if key not in self._tensors:  # made once per dtype and device, not at every step
+                    self._tensors[key] = (torch.as_tensor(self.state_mean, dtype=states.dtype, device=states.device),
+                                          torch.as_tensor(self.state_std, dtype=states.dtype, device=states.device))
+                mean, std = self._tensors[key]
                 out = (states - mean) / std
             return out if mask is None else out * mask.unsqueeze(-1).to(out.dtype)
         out = np.asarray(states, np.float64)

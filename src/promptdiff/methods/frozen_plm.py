@@ -99,10 +99,12 @@ class PromptTuningMethod(L.LightningModule):
         plm_module = load_frozen_plm(plm_path, fam, context_length, prompt_length)
         self.plm = plm_module.model.requires_grad_(False).eval()
         self.units: PLMUnits = plm_module.units.with_lengths(context_length, prompt_length)
-        # kept as buffers too: they move with the module and are in the method's checkpoints
-        self.register_buffer("state_mean", torch.as_tensor(self.units.state_mean, dtype=torch.float32))
-        self.register_buffer("state_std", torch.as_tensor(self.units.state_std, dtype=torch.float32))
         self.tasks = list(fam.test_tasks if tasks is None else tasks)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # checkpoints written before the units moved to the PLM held copies of its state statistics
+        for key in ("state_mean", "state_std"):
+            checkpoint.get("state_dict", {}).pop(key, None)
 
     def train(self, mode: bool = True):
         super().train(mode)
