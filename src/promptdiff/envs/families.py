@@ -172,8 +172,8 @@ class TaskFamily:
 
     @property
     def expert_name(self) -> str:
-        """The family whose folder holds the learned expert's actor files (a derived family uses its base's)."""
-        return self.plm_family or self.name
+        """The family whose folder holds the learned expert's actor files: the PLM's family (a derived family's base)."""
+        return self.plm_name
 
     @property
     def plm_name(self) -> str:
