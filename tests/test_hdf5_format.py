@@ -1,4 +1,4 @@
-"""The trajectory file: round trip, validation errors that name the file, atomic writes."""
+"""The trajectory file: round trip, validation errors that name the file, non-finite values refused, atomic writes."""
 
 import subprocess
 import sys
@@ -174,3 +174,66 @@ def test_dataset_path_layout(tmp_path):
     assert dataset_path("ant_dir", "prompt", "expert", tmp_path) == tmp_path / "ant_dir" / "prompt-expert.h5"
     with pytest.raises(ValueError):
         dataset_path("ant_dir", "eval")
+
+
+@pytest.mark.parametrize("field, index, value, where", [
+    ("rewards", (3,), np.nan, "nan at step 3"),
+    ("actions", (2, 1), -np.inf, "-inf at step 2, column 1"),
+    ("observations", (6, 0), np.inf, "inf at step 6, column 0"),
+])  # fmt: skip
+def test_reading_refuses_non_finite_values_naming_file_episode_and_field(tmp_path, field, index, value, where):
+    path = write(tmp_path / "f.h5", [make_traj(0, seed=1), make_traj(1, seed=2), make_traj(1, seed=3)])
+    with h5py.File(path, "a") as f:
+        f[f"episode_2/{field}"][index] = value
+    with open_trajectories(path) as f:
+        f.episode(1)  # the clean episodes stay readable
+        with pytest.raises(DatasetError) as info:
+            f.by_task()
+    assert str(info.value) == f"{path}: episode_2/{field} holds {where}"
+
+
+def test_data_loading_refuses_a_file_with_nan_in_one_episode(tmp_path):
+    """What pre-training and few-shot data modules load through: a NaN never reaches a batch."""
+    from promptdiff.data.segments import load_family_data
+
+    path = dataset_path("point_robot", "train", root=tmp_path)
+    path.parent.mkdir(parents=True)
+    write(path, [make_traj(0, seed=1), make_traj(1, seed=2)])
+    assert load_family_data("point_robot", tmp_path, tasks=[0, 1], roles=("train",))[0].keys() == {0, 1}
+    with h5py.File(path, "a") as f:
+        f["episode_1/observations"][4, 1] = np.nan
+    with pytest.raises(DatasetError) as info:
+        load_family_data("point_robot", tmp_path, tasks=[0, 1], roles=("train",))
+    assert str(info.value) == f"{path}: episode_1/observations holds nan at step 4, column 1"
+
+
+def test_writer_refuses_non_finite_values_and_empty_files(tmp_path):
+    bad = make_traj(0)
+    bad.rewards[1] = np.nan
+    path = tmp_path / "f.h5"
+    with pytest.raises(ValueError, match="episode 1: rewards holds nan at step 1"):
+        write(path, [make_traj(1), bad])
+    assert not path.exists() and not partial_path(path).exists()
+    with pytest.raises(ValueError, match="no episodes were added"):
+        write(path, [])
+    assert not path.exists() and not partial_path(path).exists()
+
+
+@pytest.mark.parametrize("corrupt, pattern", [
+    pytest.param(lambda f: f["episode_0"].attrs.__setitem__("task_id", "zero"),
+                 "episode_0 attribute 'task_id' is 'zero'", id="string task_id"),
+    pytest.param(lambda f: f.attrs.__setitem__("num_episodes", -1), "'num_episodes' is -1", id="negative count"),
+    pytest.param(lambda f: f.attrs.__setitem__("num_episodes", 0), "num_episodes is 0: the file holds no episodes",
+                 id="zero count"),
+    pytest.param(lambda f: f.attrs.__setitem__("obs_dim", "2"), "'obs_dim' is '2'", id="string obs_dim"),
+    pytest.param(lambda f: f.__delitem__("task_stats/success_rate"), "task_stats/success_rate is missing",
+                 id="missing stats column"),
+    pytest.param(lambda f: f.__delitem__("episode_1"), "episode_1 is missing", id="missing episode"),
+])  # fmt: skip
+def test_malformed_structure_is_refused_at_open_naming_the_file(tmp_path, corrupt, pattern):
+    path = write(tmp_path / "f.h5", [make_traj(0), make_traj(1)])
+    with h5py.File(path, "a") as f:
+        corrupt(f)
+    with pytest.raises(DatasetError) as info:
+        open_trajectories(path)
+    assert str(info.value).startswith(f"{path}: ") and pattern in str(info.value)

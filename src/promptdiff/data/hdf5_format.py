@@ -27,8 +27,12 @@
 
 Files are written through `TrajectoryWriter`, which writes to `<name>.partial` and renames it
 onto `<name>` only after everything, `complete` included, is on disk: an interrupted write
-never leaves a file that looks finished. `open_trajectories` validates a file before anything
-reads it and raises `DatasetError` naming the file and the problem.
+never leaves a file that looks finished; it refuses non-finite values and a file without
+episodes. `open_trajectories` validates a file's structure before anything reads it, and every
+episode read is checked for NaN and inf; both raise `DatasetError` naming the file and the
+problem. `summarise` (`promptdiff data info`) reads every episode, recomputes the per-task
+statistics it reports and refuses a file whose stored statistics, counts, task ids or sizes
+contradict its episodes or its family.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ SCHEMA_VERSION = 1
 ROLES = ("train", "prompt")
 QUALITIES = ("expert", "medium", "random")
 _EPISODE_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+_FLOAT_FIELDS = ("observations", "actions", "rewards")
+_STATS_COLUMNS = ("task_ids", "num_episodes", "return_mean", "return_std", "success_rate")
 
 
 class DatasetError(ValueError):
@@ -79,6 +85,20 @@ class Trajectory:
     @property
     def success(self) -> bool | None:
         return None if self.successes is None else bool(np.any(self.successes))
+
+
+def _first_non_finite(values: np.ndarray) -> str | None:
+    """Where the first NaN or inf of `values` is ("nan at step 3, column 1"), or None when all are finite."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    where = np.argwhere(~finite)[0]
+    place = f"step {where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
+    return f"{values[tuple(where)]} at {place}"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def package_versions() -> dict[str, str]:
@@ -156,10 +176,16 @@ class TrajectoryWriter:
         for name, (got, want) in checks.items():
             if tuple(got) != want:
                 raise ValueError(f"episode {self._count}: {name} has shape {got}, expected {want}")
+        for name in _FLOAT_FIELDS:
+            bad = _first_non_finite(np.asarray(getattr(traj, name), np.float32))
+            if bad is not None:
+                raise ValueError(f"episode {self._count}: {name} holds {bad}")
+        rewards = np.asarray(traj.rewards, np.float32)
+        episode_return = float(np.sum(rewards, dtype=np.float64))  # of the rewards as stored
         g = self._file.create_group(f"episode_{self._count}")
         g.create_dataset("observations", data=np.asarray(traj.observations, np.float32))
         g.create_dataset("actions", data=np.asarray(traj.actions, np.float32))
-        g.create_dataset("rewards", data=np.asarray(traj.rewards, np.float32))
+        g.create_dataset("rewards", data=rewards)
         g.create_dataset("terminations", data=np.asarray(traj.terminations, bool))
         g.create_dataset("truncations", data=np.asarray(traj.truncations, bool))
         if traj.successes is not None:
@@ -169,13 +195,15 @@ class TrajectoryWriter:
             "task_param": np.asarray(task_param, np.float64).reshape(-1),
             "split": split,
             "quality": self.quality,
-            "episode_return": traj.episode_return,
+            "episode_return": episode_return,
             "length": T,
         })  # fmt: skip
-        self._stats.setdefault(int(traj.task_id), []).append((traj.episode_return, traj.success))
+        self._stats.setdefault(int(traj.task_id), []).append((episode_return, traj.success))
         self._count += 1
 
     def _finalise(self, f: h5py.File) -> None:
+        if self._count == 0:
+            raise ValueError(f"{self.path}: no episodes were added; a file without episodes is not written")
         tasks = sorted(self._stats)
         returns = [np.array([r for r, _ in self._stats[t]]) for t in tasks]
         succ = [[s for _, s in self._stats[t]] for t in tasks]
@@ -236,7 +264,7 @@ class TrajectoryFile:
     def episode(self, index: int) -> Trajectory:
         try:
             g = self._h[f"episode_{index}"]
-            return Trajectory(
+            traj = Trajectory(
                 observations=g["observations"][()],
                 actions=g["actions"][()],
                 rewards=g["rewards"][()],
@@ -247,12 +275,19 @@ class TrajectoryFile:
             )
         except (OSError, KeyError) as err:
             raise DatasetError(self.path, f"episode_{index} cannot be read ({err}); the file is corrupt") from None
+        for field in _FLOAT_FIELDS:
+            bad = _first_non_finite(getattr(traj, field))
+            if bad is not None:
+                raise DatasetError(self.path, f"episode_{index}/{field} holds {bad}")
+        return traj
 
     def task_params(self) -> dict[int, np.ndarray]:
         out = {}
         for i, t in enumerate(self._task_of):
             if t not in out:
                 out[t] = np.asarray(self._h[f"episode_{i}"].attrs["task_param"], np.float64)
+                if not np.isfinite(out[t]).all():
+                    raise DatasetError(self.path, f"episode_{i} attribute 'task_param' is {out[t].tolist()}")
         return out
 
     def trajectories(self, task: int | None = None) -> list[Trajectory]:
@@ -308,7 +343,7 @@ def open_trajectories(path: str | Path, *, family: str | None = None, obs_dim: i
     except DatasetError:
         handle.close()
         raise
-    except (OSError, KeyError, TypeError) as err:
+    except (OSError, KeyError, TypeError, ValueError) as err:
         handle.close()
         raise DatasetError(path, f"corrupt file ({err})") from None
 
@@ -326,31 +361,68 @@ def _validate(path, h, *, family, obs_dim, act_dim, role) -> None:
             raise DatasetError(path, f"file attribute {key!r} is missing")
     if not bool(_plain(attrs.get("complete", False))):
         raise DatasetError(path, "incomplete file (attribute 'complete' missing): the write was interrupted")
+    for key in ("obs_dim", "act_dim", "num_episodes"):
+        value = _plain(attrs[key])
+        if not _is_int(value) or value < (0 if key == "num_episodes" else 1):
+            raise DatasetError(path, f"file attribute {key!r} is {value!r}, expected a positive integer")
+    for key, allowed in (("role", ROLES), ("quality", QUALITIES)):
+        if _plain(attrs[key]) not in allowed:
+            raise DatasetError(path, f"file attribute {key!r} is {_plain(attrs[key])!r}, expected one of {allowed}")
     checks = [("family", family), ("obs_dim", obs_dim), ("act_dim", act_dim), ("role", role)]
     for key, want in checks:
         got = _plain(attrs[key])
         if want is not None and got != want:
             raise DatasetError(path, f"{key} is {got!r}, expected {want!r}")
     n = int(attrs["num_episodes"])
-    if "task_stats" not in h:
-        raise DatasetError(path, "group 'task_stats' is missing")
+    if n == 0:
+        raise DatasetError(path, "num_episodes is 0: the file holds no episodes")
+    _validate_task_stats(path, h)
     od, ad = int(attrs["obs_dim"]), int(attrs["act_dim"])
     for i in range(n):
         name = f"episode_{i}"
         if name not in h:
             raise DatasetError(path, f"{name} is missing ({n} episodes declared)")
         g = h[name]
-        for field in _EPISODE_FIELDS:
-            if field not in g:
-                raise DatasetError(path, f"{name}/{field} is missing")
-        T = g["actions"].shape[0]
+        try:  # each dataset is opened once: this loop is most of the cost of opening a file
+            data = {field: g[field] for field in _EPISODE_FIELDS}
+        except KeyError:
+            missing = next(field for field in _EPISODE_FIELDS if field not in g)
+            raise DatasetError(path, f"{name}/{missing} is missing") from None
+        if "successes" in g:
+            data["successes"] = g["successes"]
+        T = data["actions"].shape[0]
         want = {"observations": (T + 1, od), "actions": (T, ad), "rewards": (T,),
-                "terminations": (T,), "truncations": (T,)}  # fmt: skip
-        for field, shape in want.items():
-            if g[field].shape != shape:
-                raise DatasetError(path, f"{name}/{field} has shape {g[field].shape}, expected {shape}")
+                "terminations": (T,), "truncations": (T,), "successes": (T,)}  # fmt: skip
+        for field, ds in data.items():
+            if ds.shape != want[field]:
+                raise DatasetError(path, f"{name}/{field} has shape {ds.shape}, expected {want[field]}")
+            if field in _FLOAT_FIELDS and ds.dtype.kind != "f":
+                raise DatasetError(path, f"{name}/{field} has dtype {ds.dtype}, expected floating point")
         if "task_id" not in g.attrs:
             raise DatasetError(path, f"{name} has no 'task_id' attribute")
+        task = _plain(g.attrs["task_id"])
+        if not _is_int(task) or task < 0:
+            raise DatasetError(path, f"{name} attribute 'task_id' is {task!r}, expected a non-negative integer")
+    groups = sum(1 for key in h if key.startswith("episode_"))
+    if groups != n:
+        raise DatasetError(path, f"num_episodes is {n} but the file holds {groups} episode groups")
+
+
+def _validate_task_stats(path, h) -> None:
+    """The `task_stats` group holds every column, one entry per task in each (its values are checked by `summarise`)."""
+    if "task_stats" not in h:
+        raise DatasetError(path, "group 'task_stats' is missing")
+    st = h["task_stats"]
+    for column in _STATS_COLUMNS:
+        if column not in st:
+            raise DatasetError(path, f"task_stats/{column} is missing")
+        if len(st[column].shape) != 1 or st[column].shape != st["task_ids"].shape:
+            raise DatasetError(path, f"task_stats/{column} has shape {st[column].shape}, expected "
+                                     f"{st['task_ids'].shape} like task_stats/task_ids")  # fmt: skip
+    for column in _STATS_COLUMNS:
+        kinds, expected = ("iu", "integers") if column in ("task_ids", "num_episodes") else ("f", "floating point")
+        if st[column].dtype.kind not in kinds:
+            raise DatasetError(path, f"task_stats/{column} has dtype {st[column].dtype}, expected {expected}")
 
 
 def dataset_path(family: str, role: str, quality: str = "expert", root: str | Path = "datasets") -> Path:
@@ -363,7 +435,87 @@ def dataset_path(family: str, role: str, quality: str = "expert", root: str | Pa
 
 
 def summarise(path: str | Path) -> dict:
-    """Per-task statistics of a file (used by `promptdiff data info`)."""
+    """Verify a file and summarise it per task (`promptdiff data info`); every value is finite or None.
+
+    Reads every episode (refusing NaN and inf) and recomputes what it reports from them: per task the
+    episodes, return mean, std (population), min and max, mean length and success rate (None where the
+    episodes carry no success flag). Raises `DatasetError` naming the file and the field when the file
+    contradicts itself or its family: sizes other than the registered family's, task ids outside the
+    family, an episode's `episode_return` or `length` attribute, or a stored `task_stats` entry that
+    differs from what its episodes give.
+    """
+    path = Path(path)
     with open_trajectories(path) as f:
-        return {"family": f.family, "role": f.role, "quality": f.quality, "episodes": f.num_episodes,
-                "tasks": {t: s for t, s in f.task_stats.items()}}  # fmt: skip
+        fam = _registered_family(path, f)
+        episodes: dict[int, list[tuple[float, float, int, bool | None]]] = {}
+        for i, task in enumerate(f._task_of):
+            if task >= fam.num_tasks:
+                raise DatasetError(path, f"episode_{i} attribute 'task_id' is {task}, but family {fam.name!r} "
+                                         f"has tasks 0..{fam.num_tasks - 1}")  # fmt: skip
+            traj, attrs = f.episode(i), f._h[f"episode_{i}"].attrs
+            ret, scale = traj.episode_return, float(np.sum(np.abs(traj.rewards), dtype=np.float64))
+            if "length" in attrs and _plain(attrs["length"]) != len(traj):
+                raise DatasetError(path, f"episode_{i} attribute 'length' is {_plain(attrs['length'])!r}, "
+                                         f"but the episode has {len(traj)} steps")  # fmt: skip
+            stored = _plain(attrs.get("episode_return", ret))
+            if not _close(stored, ret, scale):
+                raise DatasetError(path, f"episode_{i} attribute 'episode_return' is {stored!r}, but its rewards "
+                                         f"sum to {ret:.6g}")  # fmt: skip
+            episodes.setdefault(task, []).append((ret, scale, len(traj), traj.success))
+        tasks = {t: _task_summary(episodes[t]) for t in sorted(episodes)}
+        _check_task_stats(path, f._h["task_stats"], tasks, {t: np.mean([e[1] for e in episodes[t]]) for t in tasks})
+        return {"family": f.family, "role": f.role, "quality": f.quality, "obs_dim": f.obs_dim,
+                "act_dim": f.act_dim, "episodes": f.num_episodes,
+                "steps": int(sum(n for eps in episodes.values() for _, _, n, _ in eps)), "tasks": tasks}  # fmt: skip
+
+
+def _registered_family(path: Path, f: TrajectoryFile):
+    """The family the file names, from the registry, with the file's sizes checked against it."""
+    from promptdiff.envs import get_family
+
+    try:
+        fam = get_family(f.family)
+    except KeyError as err:
+        raise DatasetError(path, f"file attribute 'family': {err.args[0]}") from None
+    for key in ("obs_dim", "act_dim"):
+        if getattr(f, key) != getattr(fam, key):
+            raise DatasetError(path, f"file attribute {key!r} is {getattr(f, key)}, but family {fam.name!r} "
+                                     f"has {key} {getattr(fam, key)}")  # fmt: skip
+    return fam
+
+
+def _task_summary(episodes: list[tuple[float, float, int, bool | None]]) -> dict:
+    """One task's statistics from its episodes' (return, sum of |reward|, length, success)."""
+    returns = np.array([e[0] for e in episodes], np.float64)
+    successes = [e[3] for e in episodes]
+    rate = None if any(s is None for s in successes) else float(np.mean(successes))
+    return {"num_episodes": len(episodes), "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+            "return_min": float(returns.min()), "return_max": float(returns.max()),
+            "length_mean": float(np.mean([e[2] for e in episodes])), "success_rate": rate}  # fmt: skip
+
+
+def _check_task_stats(path: Path, st: h5py.Group, tasks: dict[int, dict], scales: dict[int, float]) -> None:
+    """Raise unless the stored `task_stats` say what the episodes say (one entry per task, same values)."""
+    ids = [int(t) for t in st["task_ids"][()]]
+    if sorted(ids) != sorted(tasks):
+        raise DatasetError(path, f"task_stats/task_ids is {ids}, but the episodes' tasks are {sorted(tasks)}")
+    for j, task in enumerate(ids):
+        for column in ("num_episodes", "return_mean", "return_std", "success_rate"):
+            stored, value = st[column][j].item(), tasks[task][column]
+            if column == "success_rate" and (value is None or np.isnan(stored)):
+                ok = value is None and np.isnan(stored)
+            elif column == "num_episodes":
+                ok = stored == value
+            else:
+                ok = _close(stored, value, scales[task])
+            if not ok:
+                shown = value if value is None or isinstance(value, int) else f"{value:.6g}"
+                raise DatasetError(path, f"task_stats/{column} of task {task} is {stored!r}, "
+                                         f"but its episodes give {shown}")  # fmt: skip
+
+
+def _close(stored, value: float, scale: float) -> bool:
+    """Whether a stored float agrees with a recomputed one, up to float32 rounding of rewards summing to `scale`."""
+    if not isinstance(stored, (int, float)) or isinstance(stored, bool) or not np.isfinite(stored):
+        return False
+    return abs(stored - value) <= 1e-5 * abs(value) + 1e-4 * (1.0 + scale)
