@@ -16,6 +16,7 @@ from promptdiff.production.collect import collect, default_collect_config
 from promptdiff.data.datamodule import PromptDTDataModule
 from promptdiff.envs import get_family
 from promptdiff.methods import PromptDTPretrain
+from promptdiff.safe_io import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["cheetah_dir", "cheetah_vel", "ant_dir", "ant_dir_ood", "ml1_reach", "ml1_pick_place", "point_robot"]
@@ -66,7 +67,7 @@ def test_shrunk_pretrain_config_fits_logs_and_checkpoints(family, tmp_path):
     assert {f"rollout/return_task{t}" for t in get_family(family).test_tasks} <= tags
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     # 3 steps with a save every 2: Lightning's own callback would leave step 2 in last.ckpt
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 3
+    assert load_checkpoint(ckpt)["global_step"] == 3  # a full Lightning checkpoint passes the safe loader
     policy = PromptDTPretrain.load_policy(str(ckpt))  # rebuilt from the checkpoint alone
     fam = get_family(family)
     assert policy.hparams.family == family and policy.model.obs_dim == fam.obs_dim

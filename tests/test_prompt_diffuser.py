@@ -215,7 +215,7 @@ def test_nan_loss_stops_with_step_and_loss_named(tmp_path, monkeypatch):
     assert not list((tmp_path / "ckpt").glob("*.ckpt")), "a checkpoint was written after the NaN"
 
 
-def test_missing_or_foreign_plm_fails_before_training(tmp_path):
+def test_missing_or_foreign_plm_fails_before_training(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
         PromptDiffuser("point_robot", plm=str(tmp_path / "nowhere.ckpt"))
     with pytest.raises(ValueError, match="'point_robot', not 'cheetah_dir'"):
@@ -224,10 +224,10 @@ def test_missing_or_foreign_plm_fails_before_training(tmp_path):
         PromptDiffuser("point_robot", context_length=10)
     # the prompt length may differ from pre-training's (no positional embedding): a valid, shorter prompt
     assert PromptDiffuser("point_robot", prompt_length=3).codec.L == 3
-    # through the CLI: the run stops while building the model, before any step, naming the file
-    with pytest.raises(Exception, match="nowhere.ckpt not found"):
-        main(["fit", "--config", str(ROOT / "conf" / "point_robot.yaml"), "--model.init_args.plm",
-              str(tmp_path / "nowhere.ckpt"), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])  # fmt: skip
+    # through the CLI: the run stops before building anything, naming the option and the file (exit 2)
+    assert main(["fit", "--config", str(ROOT / "conf" / "point_robot.yaml"), "--model.init_args.plm",
+                 str(tmp_path / "nowhere.ckpt"), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]) == 2  # fmt: skip
+    assert "--model.init_args.plm " + str(tmp_path / "nowhere.ckpt") + ": no such file" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

@@ -19,10 +19,64 @@ so the saved config.yaml and the logger hold the real name (`--print_config` sti
 
 from __future__ import annotations
 
+import difflib
+import os
+import sys
+from pathlib import Path
+
 from lightning.pytorch.cli import LightningCLI
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LINKED = ("family", "context_length", "prompt_length", "root", "split", "tasks", "seed")
+# integer options of promptdiff's data modules and methods that must be >= 1 (checked before anything is built)
+POSITIVE = ("batch_size", "batch_size_per_task", "context_length", "prompt_length", "sample_steps", "diffusion_steps",
+            "val_batches", "best_of_n", "cond_dim", "width", "layers", "heads", "mlp_width", "episodes")  # fmt: skip
+# files a config names that must exist before a run starts
+FILES = ("plm", "init_diffuser")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any work starts (one line: the option, the value, the fix)."""
+
+
+def _closest(value: str, choices) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_config(cfg, subcommand: str | None) -> None:
+    """Refuse settings that would fail later (or train on the wrong thing), naming the option and value."""
+    from promptdiff.envs.families import FAMILIES, get_family
+
+    for group in ("data", "model"):
+        args = cfg.get(f"{group}.init_args")
+        if args is None:
+            continue
+        for key, value in args.as_dict().items():
+            option = f"--{group}.init_args.{key}"
+            if key == "family" and isinstance(value, str):
+                try:
+                    get_family(value)
+                except KeyError:
+                    raise ConfigError(f"{option} {value!r}: unknown task family{_closest(value, FAMILIES)} "
+                                      f"(known: {', '.join(sorted(FAMILIES))})") from None  # fmt: skip
+            elif key in POSITIVE and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise ConfigError(f"{option} {value}: must be at least 1")
+            elif key in ("tasks", "train_tasks") and value is not None and len(value) == 0:
+                raise ConfigError(f"{option} []: an empty task list (leave it unset for the family's own tasks)")
+            elif key in FILES and value is not None and not Path(value).is_file():
+                raise ConfigError(f"{option} {value}: no such file")
+
+
+def check_ckpt_path(cfg) -> None:
+    """`--ckpt_path` names an existing checkpoint that runs no code (checked before Lightning reads it)."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt:
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"--ckpt_path {ckpt}: no such file")
+        from promptdiff.safe_io import load_checkpoint
+
+        load_checkpoint(ckpt, what="checkpoint given by --ckpt_path")
 
 
 class PromptDiffCLI(LightningCLI):
@@ -31,9 +85,24 @@ class PromptDiffCLI(LightningCLI):
         for key in LINKED:
             parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}", apply_on="parse")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyper-parameters right after parsing: vet the file first
+        if self.config.get("subcommand"):
+            check_ckpt_path(self.config[self.config.subcommand])
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        check_config(cfg, self.subcommand)
         fill_family_placeholder(cfg)
+
+    def instantiate_classes(self) -> None:
+        """Build the classes; an error raised by a constructor (a PLM of the wrong family, a missing file) is
+        reported as that one error, not as jsonargparse's list of every union member that did not match."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:  # noqa: BLE001 - re-raised as the innermost (the constructor's own) error
+            raise ConfigError(_innermost_message(err)) from err
 
     def _ensure_data(self) -> None:
         dm = self.datamodule
@@ -65,14 +134,34 @@ def fill_family_placeholder(cfg) -> None:
             spec["init_args.name"] = name.replace("{family}", str(family))
 
 
+def _innermost_message(err: BaseException) -> str:
+    """The message of the exception at the bottom of `err`'s cause chain (the constructor's own error)."""
+    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
+        err = err.__cause__ or err.__context__
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(str(text).split()) or type(err).__name__
+
+
 def run_lightning(argv: list[str] | None) -> int:
-    """Run LightningCLI on `argv` (None: the process's own command line)."""
-    PromptDiffCLI(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"default_root_dir": "runs"},
-    )
+    """Run LightningCLI on `argv` (None: the process's own command line). Errors in the configuration, the data
+    or a checkpoint are printed as one line (exit 2); set PROMPTDIFF_TRACEBACK=1 for the traceback."""
+    from promptdiff.data.hdf5_format import DatasetError
+    from promptdiff.methods.divergence import NonFiniteLossError
+    from promptdiff.safe_io import UnreadableFileError
+
+    try:
+        PromptDiffCLI(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            # allow_abbrev=False: `--trainer.max_step` is a typo, not an abbreviation of --trainer.max_steps
+            parser_kwargs={"parser_mode": "omegaconf", "allow_abbrev": False},
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"default_root_dir": "runs"},
+        )
+    except (ConfigError, DatasetError, UnreadableFileError, FileNotFoundError, NonFiniteLossError) as err:
+        if os.environ.get("PROMPTDIFF_TRACEBACK"):
+            raise
+        print(f"promptdiff: error: {_innermost_message(err) if isinstance(err, ConfigError) else err}", file=sys.stderr)
+        return 2
     return 0

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from promptdiff.envs import get_family
+from promptdiff.methods.divergence import stop_if_not_finite
 from promptdiff.methods.frozen_plm import PolicyModel, PromptTuningMethod, default_plm_path
 from promptdiff.optim import RankOptimiser
 from promptdiff.prompt import Prompt, PromptTokens
@@ -156,8 +157,7 @@ class GradientTuner(PromptTuningMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"action loss is {loss.item()} at step {self.global_step}: lower model.init_args.lr")
+        stop_if_not_finite(loss, "action loss", self.global_step)
         self.log("train/action_mse", loss, prog_bar=True)
         return loss
 

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from promptdiff.envs import get_family
+from promptdiff.methods.divergence import stop_if_not_finite
 from promptdiff.models.prompt_dt import PromptDT, masked_action_mse
 from promptdiff.units import PLMUnits
 
@@ -79,6 +80,7 @@ class PromptDTPretrain(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.model_step(batch)
+        stop_if_not_finite(loss, "train/action_mse", self.global_step)
         self.log("train/action_mse", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
@@ -118,13 +120,32 @@ class PromptDTPretrain(L.LightningModule):
     def load_policy(cls, checkpoint_path: str, map_location="cpu") -> "PromptDTPretrain":
         """The pre-trained module from a checkpoint alone (no config), in eval mode, with ITS OWN hyper-parameters.
 
-        LightningCLI instantiates a method inside a context that hands the method's hyper-parameters to every
-        LightningModule built meanwhile; a PLM loaded in a method's constructor would record the method's family
-        and sizes instead of its own. The context is cleared around the load."""
+        The file is read by `promptdiff.safe_io.load_checkpoint` (no code runs from it); weights that are not
+        all finite (a diverged run) are refused, naming the parameter. LightningCLI instantiates a method inside
+        a context that hands the method's hyper-parameters to every LightningModule built meanwhile; a PLM built
+        in a method's constructor would record the method's family and sizes instead of its own, so the context
+        is cleared around the construction."""
+        import inspect
+
         from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
+        from promptdiff.safe_io import UnreadableFileError, load_checkpoint
+
+        ck = load_checkpoint(checkpoint_path, what="PLM checkpoint", map_location=map_location)
+        hp, weights = (ck.get("hyper_parameters"), ck.get("state_dict")) if isinstance(ck, dict) else (None, None)
+        if not isinstance(hp, dict) or not isinstance(weights, dict) or "family" not in hp:
+            raise UnreadableFileError(checkpoint_path, "not a PLM checkpoint (no pre-training hyper-parameters "
+                                      "and state_dict)")  # fmt: skip
+        for name, tensor in weights.items():
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise UnreadableFileError(checkpoint_path, f"weight {name!r} holds NaN or inf (a diverged "
+                                          "pre-training run?); refusing it as a PLM")  # fmt: skip
+        accepted = inspect.signature(cls.__init__).parameters
         token = _given_hyperparameters.set(None)
         try:
-            return cls.load_from_checkpoint(checkpoint_path, map_location=map_location).eval()
+            module = cls(**{k: v for k, v in hp.items() if k in accepted})
         finally:
             _given_hyperparameters.reset(token)
+        module.on_load_checkpoint(ck)
+        module.load_state_dict(weights)
+        return module.to(map_location).eval()

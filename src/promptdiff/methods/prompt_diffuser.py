@@ -35,16 +35,14 @@ import torch
 from torch import nn
 
 from promptdiff.envs import get_family
+from promptdiff.methods.divergence import NonFiniteLossError, stop_if_not_finite  # noqa: F401 - NonFiniteLossError is re-exported
 from promptdiff.methods.frozen_plm import PromptTuningMethod
 from promptdiff.models import PromptCodec
 from promptdiff.models.denoiser import PromptDenoiser
 from promptdiff.models.diffusion import GaussianDiffusion
 from promptdiff.optim import MODES, combine_gradients
 from promptdiff.prompt import Prompt
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; training stops before anything is written."""
+from promptdiff.safe_io import load_checkpoint
 
 
 class PromptDiffuser(PromptTuningMethod):
@@ -127,11 +125,15 @@ class PromptDiffuser(PromptTuningMethod):
         if not path.is_file():
             raise FileNotFoundError(f"init_diffuser checkpoint {path} not found (run the stage-1 config "
                                     f"conf/diffuser_pretrain/{self.family.name}.yaml first, or set init_diffuser: null)")  # fmt: skip
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(path, what="init_diffuser checkpoint")
         prefix = "diffusers.0."
-        weights = {k[len(prefix):]: v for k, v in ck.get("state_dict", {}).items() if k.startswith(prefix)}
+        state = ck.get("state_dict") if isinstance(ck, dict) else None
+        weights = {k[len(prefix):]: v for k, v in (state or {}).items() if k.startswith(prefix)}
         if not weights:
             raise ValueError(f"init_diffuser checkpoint {path} holds no diffuser weights")
+        bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"init_diffuser checkpoint {path}: weight {bad[0]!r} holds NaN or inf (a diverged run?)")
         for d in self.diffusers:
             try:
                 d.load_state_dict(weights)
@@ -202,9 +204,7 @@ class PromptDiffuser(PromptTuningMethod):
         l_dm, l_p = self.losses(batch, self._draws_for(batch, 0, self.global_step), need_guidance=mode != "dm_only")
         L_dm, L_p = torch.stack(l_dm).sum(), torch.stack(l_p).sum()
         for name, value in (("L_DM", L_dm), ("L_P", L_p)):
-            if not torch.isfinite(value):
-                raise NonFiniteLossError(f"{name} is {value.item()} at step {self.global_step}: training stopped "
-                                         f"before the next checkpoint (lower model.init_args.lr or check the data)")  # fmt: skip
+            stop_if_not_finite(value, name, self.global_step)
         params = [list(d.parameters()) for d in self.diffusers]
         flat = [p for group in params for p in group]
         g_dm = torch.autograd.grad(L_dm, flat, retain_graph=mode != "dm_only", allow_unused=True) \

@@ -2,7 +2,7 @@
 
 The exported file (`datasets/<family>/expert_policy.pt`) holds plain tensors: the actor MLP,
 the Gaussian log-std and the observation-normalisation statistics of SB3's VecNormalize. It
-is loaded with `torch.load(weights_only=True)` (no pickled code) and runs batched, so data
+is loaded with `promptdiff.safe_io.load_checkpoint` (no pickled code) and runs batched, so data
 collection needs neither SB3 nor its zip format.
 """
 
@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from promptdiff.safe_io import load_checkpoint
 
 
 class ExpertActor(nn.Module):
@@ -83,8 +85,8 @@ def load_expert_actor(path: str | Path) -> ExpertActor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"expert policy file not found: {path}")
+    blob = load_checkpoint(path, what="expert policy file")  # refuses pickled code before anything else
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
         state = blob["state_dict"]
         obs_dim = state["body.0.weight"].shape[1]
         act_dim = state["mean.weight"].shape[0]

@@ -19,17 +19,16 @@ numpy arrays, and refuses everything else with `UnsafePickleError`.
 
 from __future__ import annotations
 
-import io
-import pickle
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from promptdiff.data.hdf5_format import DatasetError, Trajectory, TrajectoryWriter, dataset_path
 from promptdiff.envs.families import TaskFamily, get_family
+from promptdiff.safe_io import UnreadableFileError, UnsafeFileError, load_pickle
 
 __all__ = [
     "DEFAULT_ENV_PREFIXES",
@@ -42,75 +41,12 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Restricted unpickling
+# Restricted unpickling (the unpickler itself is promptdiff.safe_io's, shared with every loader)
 # ---------------------------------------------------------------------------------------------
 
 
 class UnsafePickleError(DatasetError):
     """A pickle asked for a global (a function or class) outside the small allowed set."""
-
-
-def _numpy_internal(module: str, name: str) -> Callable:
-    """numpy's `<core>.<module>.<name>`, from wherever this numpy keeps its core package."""
-    try:
-        from numpy import _core as core  # numpy >= 2.0
-    except ImportError:  # numpy 1.x
-        from numpy import core
-    return getattr(getattr(core, module), name)
-
-
-# The globals a pickle of numpy arrays, scalars and dtypes refers to. numpy 1.x writes the
-# module names `numpy.core.*`, numpy 2.x writes `numpy._core.*`; both resolve to this numpy's
-# own objects, so an old pickle loads without importing the deprecated `numpy.core` shim.
-# Protocols 2-4 rebuild arrays with `_reconstruct`, protocol 5 with `_frombuffer`.
-_NUMPY_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-}
-for _core in ("numpy.core", "numpy._core"):
-    for _module, _name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
-                           ("numeric", "_frombuffer")):  # fmt: skip
-        _NUMPY_GLOBALS[(f"{_core}.{_module}", _name)] = (
-            lambda module=_module, name=_name: _numpy_internal(module, name)
-        )
-del _core, _module, _name
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler whose only reachable globals are the numpy array builders above.
-
-    Every global a pickle names (to call it or to pass it as a class) goes through
-    `find_class`, so refusing there is enough to keep a pickle from running anything else.
-    """
-
-    def __init__(self, file, path: Path):
-        # encoding="latin1" lets numpy arrays pickled under Python 2 load; it changes nothing
-        # for pickles written by Python 3.
-        super().__init__(file, encoding="latin1")
-        self.path = path
-
-    def find_class(self, module: str, name: str):
-        builder = _NUMPY_GLOBALS.get((module, name))
-        if builder is not None:
-            return builder()
-        if (module, name) == ("_codecs", "encode"):
-            # Protocols 0-2 store bytes (e.g. array data) as `_codecs.encode(text, "latin1")`.
-            return self._latin1_encode
-        raise UnsafePickleError(
-            self.path,
-            f"refusing to load: the pickle asks for '{module}.{name}', "
-            "which is not a plain list/dict/numpy structure",
-        )
-
-    def _latin1_encode(self, text, encoding="utf-8", *args):
-        """`_codecs.encode`, limited to what pickle itself uses it for: str -> latin-1 bytes."""
-        if args or not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
-            raise UnsafePickleError(
-                self.path,
-                f"refusing to load: the pickle calls '_codecs.encode' with encoding {encoding!r}; "
-                "only the latin-1 form pickle uses for bytes is allowed",
-            )
-        return text.encode("latin-1")
 
 
 def safe_load_pickle(path: str | Path) -> Any:
@@ -121,23 +57,12 @@ def safe_load_pickle(path: str | Path) -> Any:
     the pickle asks for anything else, and `DatasetError` naming the file for any other failure
     (missing file, truncated or garbage data).
     """
-    path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DatasetError(path, f"cannot read the file ({err.strerror or err})") from None
-    if not data:
-        raise DatasetError(path, "empty file (0 bytes), not a pickle")
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data), path).load()
-    except DatasetError:
-        raise
-    except EOFError:
-        raise DatasetError(path, "truncated pickle (the data ends before the pickle does)") from None
-    except Exception as err:  # pickle raises many types for corrupt input
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        problem = f"not a readable pickle, corrupt or truncated ({type(err).__name__}: {detail})"
-        raise DatasetError(path, problem) from None
+        return load_pickle(path)
+    except UnsafeFileError as err:
+        raise UnsafePickleError(err.path, err.problem) from None
+    except UnreadableFileError as err:
+        raise DatasetError(err.path, err.problem) from None
 
 
 # ---------------------------------------------------------------------------------------------
