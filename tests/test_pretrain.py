@@ -2,6 +2,8 @@
 a resumed run continues exactly like an uninterrupted one."""
 
 import json
+import re
+import os
 from pathlib import Path
 
 import lightning as L
@@ -150,3 +152,57 @@ def test_every_config_checkpoints_the_final_step():
         callbacks = (resolved_config(config).get("trainer") or {}).get("callbacks") or []
         paths = [c["class_path"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
         assert paths in ([], ["promptdiff.callbacks.ModelCheckpoint"]), config
+
+
+def test_sigterm_leaves_a_resumable_last_checkpoint_and_exits_non_zero(tmp_path):
+    """A cluster's preemption (SIGTERM): the run finishes its step, writes last.ckpt with it and exits 143; resuming
+    from last.ckpt continues at that step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = tiny_data("point_robot", tmp_path / "data")
+    ckpt_dir = tmp_path / "ckpt"
+    callbacks = [{"class_path": "promptdiff.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(ckpt_dir), "every_n_train_steps": 1000, "save_last": True}}]  # fmt: skip
+    args = ["fit", "--config", str(ROOT / "conf" / "pretrain" / "point_robot.yaml"), "--trainer.accelerator", "cpu",
+            "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks", json.dumps(callbacks), "--data.init_args.root", str(tmp_path / "data"),
+            "--data.init_args.batch_size_per_task", "2", "--data.init_args.train_tasks", str(train),
+            "--model.init_args.width", "16", "--model.init_args.mlp_width", "32", "--model.init_args.layers", "1"]  # fmt: skip
+    log = tmp_path / "fit.log"
+    cmd = [sys.executable, "-c", "import sys; from promptdiff.cli.main import main; sys.exit(main())"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*cmd, *args, "--trainer.max_steps", "100000"], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)  # fmt: skip
+        deadline = time.time() + 120
+        while "Training:" not in log.read_text() and "| Name" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # some steps
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    text = log.read_text()
+    assert code == 128 + signal.SIGTERM, text[-2000:]
+    assert "stopped by SIGTERM" in text and "last.ckpt" in text
+    stopped_at = load_checkpoint(ckpt_dir / "last.ckpt")["global_step"]
+    assert stopped_at > 0, "no step was finished before the signal"
+    resumed = subprocess.run([*cmd, *args, "--trainer.max_steps", str(stopped_at + 2), "--ckpt_path",
+                              str(ckpt_dir / "last.ckpt")], env=env, capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == stopped_at + 2  # two more steps, not from 0
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # rewritten in place, no last-v1.ckpt
+
+
+def test_diverging_pretraining_stops_with_the_step_and_leaves_no_nan_plm(tmp_path, capsys):
+    """A learning rate far too high: the run stops at the first non-finite loss (exit 2, one line naming the step)
+    instead of finishing with exit 0 and an all-NaN last.ckpt."""
+    train = tiny_data("point_robot", tmp_path / "data")
+    args = shrink_args(tmp_path, train, steps=6)
+    code = main(["fit", "--config", str(ROOT / "conf" / "pretrain" / "point_robot.yaml"), *args,
+                 "--model.init_args.lr", "1e30"])  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("promptdiff: error")]
+    assert code == 2 and len(errors) == 1 and re.search(r"train/action_mse is (nan|inf) at step \d", errors[0]), errors
+    for ckpt in (tmp_path / "ckpt").glob("*.ckpt"):  # whatever was saved before the stop is finite
+        assert PromptDTPretrain.load_policy(str(ckpt)).hparams.family == "point_robot"

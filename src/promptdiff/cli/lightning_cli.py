@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def _innermost_message(err: BaseException) -> str:
 def run_lightning(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: the process's own command line). Errors in the configuration, the data
     or a checkpoint are printed as one line (exit 2); set PROMPTDIFF_TRACEBACK=1 for the traceback."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from promptdiff.data.hdf5_format import DatasetError
     from promptdiff.methods.divergence import NonFiniteLossError
     from promptdiff.safe_io import UnreadableFileError
@@ -159,6 +162,13 @@ def run_lightning(argv: list[str] | None) -> int:
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": "runs"},
         )
+    except SIGTERMException:
+        from promptdiff.callbacks.checkpoint import ModelCheckpoint
+
+        saved = ModelCheckpoint.saved_on_sigterm
+        where = f"{saved} holds the last finished step; resume with --ckpt_path {saved}" if saved else "no checkpoint written"
+        print(f"promptdiff: stopped by SIGTERM: {where}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except (ConfigError, DatasetError, UnreadableFileError, FileNotFoundError, NonFiniteLossError) as err:
         if os.environ.get("PROMPTDIFF_TRACEBACK"):
             raise
