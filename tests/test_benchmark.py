@@ -1,10 +1,18 @@
-"""`promptdiff benchmark`: the quick Table 1 end to end (run once, shared), resuming, and the pure
-table functions on hand-written cell JSONs."""
+"""`promptdiff benchmark`: the quick Table 1 end to end (run once, shared), resuming, the pure
+table functions on hand-written cell JSONs, and what makes a cell done (complete, same config) and
+what an interrupted or killed benchmark leaves, with a stand-in for `promptdiff fit` (FAKE_FIT)."""
 
 import contextlib
 import csv
 import io
 import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,6 +92,8 @@ def test_quick_benchmark_writes_every_cell_and_the_tables(quick):
         assert summary["seed"] == summary["prompt_seed"] == cell.seed
         assert summary["primary"] in summary["sets"] and set(summary["sets"]) == {summary["primary"]}  # primary_only
         assert f"--seed_everything={cell.seed}" in summary["command"] and summary["wall_time_s"] > 0
+        assert summary["config_hash"] == bench.config_hash(cfg, cell) and bench.read_cell(cfg, cell) == summary
+        assert not cell.partial.exists()  # the process's own output is gone once the cell's JSON is written
         assert isinstance(summary["tuned_parameters"], int)
         resolved = yaml.safe_load((cell.path.with_suffix("") / "config.yaml").read_text())  # provenance, per cell
         assert resolved["data"]["init_args"]["family"] == cell.family and resolved["seed_everything"] == cell.seed
@@ -119,8 +129,9 @@ def test_rerun_runs_only_missing_cells(quick, monkeypatch):
     every, full_ready = quick["cells"], quick["full_ready"]
     retried = [] if full_ready else ["full_data/point_robot/seed0"]
     ran = []
-    real_run_cell = bench.run_cell
-    monkeypatch.setattr(bench, "run_cell", lambda cfg, cell, threads: ran.append(cell.label) or real_run_cell(cfg, cell, threads))
+    real_start_cell = bench.start_cell
+    monkeypatch.setattr(bench, "start_cell",
+                        lambda cfg, cell, threads: ran.append(cell.label) or real_start_cell(cfg, cell, threads))
 
     def mtimes():
         return {c.label: c.path.stat().st_mtime_ns for c in every if c.path.is_file()}
@@ -165,10 +176,12 @@ def test_relative_compares_returns_and_costs():
         assert relative(ret, ref) is None, (ret, ref)
 
 
-def _cell_json(path: Path, ret: float, score: float, params: int = 7, wall: float = 30.0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "primary": "tuned", "tuned_parameters": params, "wall_time_s": wall, "command": f"promptdiff fit # {path.stem}",
+def _cell_json(cfg: BenchmarkConfig, cell, ret: float, score: float, params: int = 7, wall: float = 30.0):
+    """A done cell's JSON, as the benchmark writes it."""
+    cell.path.parent.mkdir(parents=True, exist_ok=True)
+    cell.path.write_text(json.dumps({
+        "primary": "tuned", "tuned_parameters": params, "benchmark_method": cell.method.name, "wall_time_s": wall,
+        "command": f"promptdiff fit # {cell.label}", "config_hash": bench.config_hash(cfg, cell),
         # a decoy set: the tables must read the primary one
         "sets": {"tuned": {"return_mean": ret, "score_mean": score}, "expert": {"return_mean": 1e6, "score_mean": 1e6}},
     }))  # fmt: skip
@@ -179,11 +192,11 @@ def test_collect_and_markdown_on_hand_written_cells(tmp_path):
     cfg = BenchmarkConfig(name="t", methods=methods, families=["point_robot"], seeds=[0, 1], episodes=4,
                           reference="ref", out_dir=str(tmp_path))  # fmt: skip
     every = cells(cfg)
-    path = {(c.method.name, c.seed): c.path for c in every}
+    cell = {(c.method.name, c.seed): c for c in every}
     ref_ret, ref_score = [-4.0, -6.5], [0.9, 0.7]
     for s in (0, 1):
-        _cell_json(path[("ref", s)], ref_ret[s], ref_score[s], wall=60.0)
-    _cell_json(path[("partial", 0)], -2.5, 0.95, params=11)
+        _cell_json(cfg, cell[("ref", s)], ref_ret[s], ref_score[s], wall=60.0)
+    _cell_json(cfg, cell[("partial", 0)], -2.5, 0.95, params=11)
 
     rows = {r["method"]: r for r in collect(cfg, every)}
     ref = rows["ref"]
@@ -227,7 +240,7 @@ def test_averages_never_mix_in_partial_cells(tmp_path):
     for c in every:
         r = ret[(c.method.name, c.family)]
         if c.seed < len(r):
-            _cell_json(c.path, r[c.seed], r[c.seed] / 100)
+            _cell_json(cfg, c, r[c.seed], r[c.seed] / 100)
     md = markdown(cfg, collect(cfg, every)).splitlines()
     first = md.index(next(line for line in md if line.startswith("| average |")))
     assert [c.strip() for c in md[first].split("|")[2:-1]] == [f"{np.mean([-4, -6, 100, 110]):.1f}", "—"]
@@ -237,16 +250,17 @@ def test_averages_never_mix_in_partial_cells(tmp_path):
 
 def test_tables_only_runs_nothing_and_tabulates_the_cells_that_exist(tmp_path, monkeypatch, capsys):
     """`--tables_only`: cells copied in from elsewhere are tabulated; missing ones show as missing, none runs."""
-    monkeypatch.setattr(bench, "run_cell", lambda *a: pytest.fail("a cell ran"))
+    monkeypatch.setattr(bench, "start_cell", lambda *a: pytest.fail("a cell ran"))
     config = tmp_path / "t.yaml"
     config.write_text(yaml.safe_dump({"name": "t", "families": ["point_robot"], "seeds": [0, 1], "out_dir": str(tmp_path),
                                       "reference": "prompt_dt", "methods": [
                                           {"name": "prompt_dt", "config": "conf/baselines/prompt_dt.yaml"},
                                           {"name": "mt_orl", "config": "conf/baselines/mt_orl.yaml"}]}))  # fmt: skip
     cfg = load(config)
-    path = {(c.method.name, c.seed): c.path for c in cells(cfg)}
-    _cell_json(path[("prompt_dt", 0)], -4.0, 0.9)
-    _cell_json(path[("prompt_dt", 1)], -6.0, 0.8)
+    cell = {(c.method.name, c.seed): c for c in cells(cfg)}
+    path = {k: c.path for k, c in cell.items()}
+    _cell_json(cfg, cell[("prompt_dt", 0)], -4.0, 0.9)
+    _cell_json(cfg, cell[("prompt_dt", 1)], -6.0, 0.8)
     assert main(["benchmark", "--config", str(config), "--tables_only"]) == 0
     assert not path[("mt_orl", 0)].exists() and not path[("mt_orl", 0)].with_suffix(".log").exists()
     md = (tmp_path / "t" / "table.md").read_text()
@@ -279,7 +293,7 @@ def test_bad_family_or_missing_config_fails_before_any_cell(tmp_path, monkeypatc
     def no_cell(*args):
         raise AssertionError("a cell ran")
 
-    monkeypatch.setattr(bench, "run_cell", no_cell)
+    monkeypatch.setattr(bench, "start_cell", no_cell)
     good = MethodSpec("prompt_dt", "conf/baselines/prompt_dt.yaml")
     base = BenchmarkConfig(name="bad", methods=[good], families=["point_robot"], seeds=[0], out_dir=str(tmp_path))
     with pytest.raises(KeyError, match="unknown task family 'no_such_family'"):
@@ -310,3 +324,244 @@ def test_every_benchmark_preset_is_valid(path):
         quick_cfg = resolve(cfg, quick=True)
         bench._check(quick_cfg)
         assert quick_cfg.name == f"{cfg.name}_quick" and quick_cfg.methods
+
+
+# -- when a cell is done; Ctrl-C; a killed benchmark (cells run a stand-in for `promptdiff fit`) -----------
+FAKE_FIT = r'''"""Stands in for `promptdiff fit` in a benchmark cell: notes its start in $FAKE_FIT_RECORD,
+ignores SIGINT and SIGTERM (so that only the benchmark's SIGKILL stops it, and its helper too), starts a helper
+process with --fake.helper=1, sleeps --fake.sleep seconds, writes a rollout summary where the callback's
+final_json says and exits 0."""
+import json, os, signal, subprocess, sys, time
+
+opt = dict(a.split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+final = json.loads(opt["--trainer.callbacks"])[0]["init_args"]["final_json"]
+
+
+def note(**entry):
+    with open(os.environ["FAKE_FIT_RECORD"], "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) if "--fake.helper" in opt else None
+note(event="start", final=final, pid=os.getpid(), helper=helper and helper.pid)
+time.sleep(float(opt.get("--fake.sleep", 0)))
+seed = int(opt["--seed_everything"])
+with open(final, "w") as fh:
+    json.dump({"family": opt["--data.init_args.family"], "seed": seed, "primary": "tuned", "tuned_parameters": 3,
+               "sets": {"tuned": {"return_mean": -1.0 - seed, "score_mean": 0.5}}}, fh)
+note(event="wrote", final=final)
+'''
+
+DRIVER = r'''"""`promptdiff benchmark --config <argv[2]>` whose cells run <argv[1]>; argv[3] "no_death_signal": as on a
+platform where a cell's process does not die with the benchmark."""
+import sys
+
+import promptdiff.benchmark as bench
+from promptdiff.cli.main import main
+
+bench.PROGRAM = (sys.executable, sys.argv[1])
+bench._GRACE_S = 1.0
+if sys.argv[3] == "no_death_signal":
+    bench._dies_with = lambda parent: None
+sys.exit(main(["benchmark", "--config", sys.argv[2]]))
+'''
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc; a cell dies with its benchmark on Linux")
+
+
+@pytest.fixture
+def fake_fit(tmp_path, monkeypatch):
+    """The stand-in program, its record file (in the environment the cells inherit), and readers of the record."""
+    program, record = tmp_path / "fake_fit.py", tmp_path / "fake_fit.jsonl"
+    program.write_text(FAKE_FIT)
+    record.touch()
+    monkeypatch.setenv("FAKE_FIT_RECORD", str(record))
+
+    def events(kind: str) -> list[dict]:
+        entries = [json.loads(line) for line in record.read_text().splitlines()]
+        for e in entries:  # <out>/<name>/cells/<method>/<family>/seed<s>(.partial).json -> method/family/seed<s>
+            parts = Path(e["final"]).parts
+            e["label"] = f"{parts[-3]}/{parts[-2]}/{parts[-1].split('.')[0]}"
+        return [e for e in entries if e["event"] == kind]
+
+    return {"program": program, "events": events}
+
+
+def _fake_config(tmp_path: Path, name: str, methods: dict[str, list[str]], seeds: list[int], workers: int = 2) -> Path:
+    """A benchmark YAML on point_robot whose methods are the stand-in with the given arguments."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "families": ["point_robot"], "seeds": seeds, "out_dir": str(tmp_path),
+                                    "workers": workers, "reference": None,
+                                    "methods": [{"name": m, "config": "conf/baselines/prompt_dt.yaml", "args": args}
+                                                for m, args in methods.items()]}))  # fmt: skip
+    return path
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed orphan may wait for a reaper that never comes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.1)
+
+
+def _start_driver(tmp_path: Path, program: Path, config: Path, death_signal: bool = True) -> subprocess.Popen:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    return subprocess.Popen([sys.executable, str(driver), str(program), str(config),
+                             "death_signal" if death_signal else "no_death_signal"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)  # fmt: skip
+
+
+@linux_only
+def test_ctrl_c_cancels_the_queue_stops_running_cells_and_records_the_interruption(tmp_path, fake_fit):
+    """Ctrl-C (SIGINT to the terminal's process group) with 3 fast cells done, 2 slow ones running and 1 queued:
+    the queued one never starts, the running ones (and what they started) are stopped, no JSON is left for
+    them, runs.json says what happened, and the command exits 130 with a one-line hint to resume."""
+    config = _fake_config(tmp_path, "stop", {"fast": [], "slow": ["--fake.sleep=120", "--fake.helper=1"]}, [0, 1, 2])
+    parent = _start_driver(tmp_path, fake_fit["program"], config)
+    try:
+        _wait_for(lambda: len(fake_fit["events"]("start")) == 5, 120, "5 cells to start")
+        time.sleep(0.5)  # let the last one settle into its sleep
+        os.killpg(parent.pid, signal.SIGINT)
+        rc = parent.wait(timeout=30)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+    err = parent.stderr.read()
+    assert rc == 130, err[-2000:]
+    assert err.splitlines()[-1] == ("promptdiff: benchmark stop interrupted (3 cells finished, 0 failed, 2 stopped, "
+                                    "1 not started); rerun the same command to resume")  # fmt: skip
+    cfg = load(config)
+    started = {e["label"]: e for e in fake_fit["events"]("start")}
+    assert sorted(started) == [f"fast/point_robot/seed{s}" for s in (0, 1, 2)] + ["slow/point_robot/seed0",
+                                                                                 "slow/point_robot/seed1"]
+    for c in cells(cfg):
+        assert (bench.read_cell(cfg, c) is not None) == (c.method.name == "fast"), c.label
+        if c.method.name == "slow":
+            assert not c.path.exists() and not c.partial.exists(), c.label
+    for e in started.values():
+        _wait_for(lambda: not _alive(e["pid"]) and not (e["helper"] and _alive(e["helper"])), 5, f"{e['label']} to end")
+    runs = json.loads((tmp_path / "stop" / "runs.json").read_text())
+    assert len(runs) == 1 and runs[0]["elapsed_s"] > 0
+    assert {k: runs[0][k] for k in ("cells_todo", "cells_done", "cells_failed", "finished", "interrupted",
+                                    "cells_stopped", "cells_not_started")} == {  # fmt: skip
+        "cells_todo": 6, "cells_done": 3, "cells_failed": 0, "finished": False, "interrupted": True,
+        "cells_stopped": 2, "cells_not_started": 1}
+
+
+@linux_only
+@pytest.mark.parametrize("death_signal", [True, False], ids=["dies_with_parent", "orphan_finishes"])
+def test_cells_of_a_killed_benchmark_never_count(tmp_path, fake_fit, death_signal):
+    """SIGKILL to the benchmark while two cells run: on Linux they die with it within seconds; and where a cell's
+    process outlives it and writes its summary, that summary is never taken for the cell's result."""
+    config = _fake_config(tmp_path, "killed", {"slow": ["--fake.sleep=3"]}, [0, 1])
+    parent = _start_driver(tmp_path, fake_fit["program"], config, death_signal=death_signal)
+    try:
+        _wait_for(lambda: len(fake_fit["events"]("start")) == 2, 120, "2 cells to start")
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the benchmark only: the cells run in sessions of their own
+        parent.wait()
+    started = fake_fit["events"]("start")
+    if death_signal:
+        _wait_for(lambda: not any(_alive(e["pid"]) for e in started), 5, "the cells to die with the benchmark")
+        time.sleep(3.5)  # past the time they would have written their summaries
+        assert fake_fit["events"]("wrote") == []
+    else:
+        _wait_for(lambda: len(fake_fit["events"]("wrote")) == 2, 30, "the orphaned cells to write their summaries")
+    cfg = load(config)
+    for c in cells(cfg):
+        assert bench.read_cell(cfg, c) is None and not c.path.exists(), c.label
+        assert c.partial.exists() == (not death_signal), c.label
+
+
+def test_incomplete_or_other_config_cells_are_rerun_and_tables_show_only_done_cells(tmp_path, fake_fit, monkeypatch):
+    """A cell counts only when its JSON holds what the benchmark adds (method, command, wall time) and the hash of
+    the cell's current config: one without them (what a process orphaned by a killed benchmark used to leave), with
+    another hash, or from before the hash with another command is rerun; the same config is never rerun, also when
+    the results folder moves. The tables skip cells that are not done and never show 0.0 min for a cell that ran."""
+    monkeypatch.setattr(bench, "PROGRAM", (sys.executable, str(fake_fit["program"])))
+    cfg = load(_fake_config(tmp_path, "redo", {"a": [], "b": ["--x=1"]}, [0, 1]))
+    started = lambda: sorted(e["label"] for e in fake_fit["events"]("start"))  # noqa: E731
+    every = {c.label: c for c in cells(cfg)}
+    assert run(cfg, progress=False)["done"] == 4 and started() == sorted(every)
+    table = (tmp_path / "redo" / "table.md").read_text()
+    assert "| wall time, all cells (min) | < 0.1 | < 0.1 |" in table  # fast cells, but cells that ran
+
+    def result(label):
+        return json.loads(every[label].path.read_text())
+
+    summary = result("a/point_robot/seed0")
+    assert summary["config_hash"] == bench.config_hash(cfg, every["a/point_robot/seed0"]) and summary["wall_time_s"] > 0
+    assert "seed0.partial.json" in summary["command"]  # the command as run: the process writes the partial file
+    before = {k: c.path.stat().st_mtime_ns for k, c in every.items()}
+    assert run(cfg, progress=False)["skipped"] == 4 and len(started()) == 4  # the same config: nothing reruns
+    assert {k: c.path.stat().st_mtime_ns for k, c in every.items()} == before
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "redo", moved / "redo")
+    assert all(bench.read_cell(replace(cfg, out_dir=str(moved)), c) for c in cells(replace(cfg, out_dir=str(moved))))
+
+    bare = {k: v for k, v in result("a/point_robot/seed0").items()
+            if k not in ("benchmark_method", "command", "config_hash", "wall_time_s", "threads")}  # fmt: skip
+    every["a/point_robot/seed0"].path.write_text(json.dumps(bare))  # the process's summary alone
+    every["a/point_robot/seed1"].path.write_text(json.dumps({**result("a/point_robot/seed1"), "config_hash": "0" * 16}))
+    def before_the_hash(label):  # then the process wrote the cell's JSON itself, and the command said so
+        summary = {k: v for k, v in result(label).items() if k != "config_hash"}
+        return {**summary, "command": summary["command"].replace(".partial.json", ".json")}
+
+    legacy = before_the_hash("b/point_robot/seed0")
+    assert legacy["command"] == shlex.join(["promptdiff", *bench.command(cfg, every["b/point_robot/seed0"])])
+    every["b/point_robot/seed0"].path.write_text(json.dumps(legacy))  # today's command: kept
+    legacy_written = every["b/point_robot/seed0"].path.stat().st_mtime_ns
+    other = before_the_hash("b/point_robot/seed1")
+    other["command"] = other["command"].replace(" --x=1 ", " --x=2 ")  # another command: rerun
+    every["b/point_robot/seed1"].path.write_text(json.dumps(other))
+    assert {k for k, c in every.items() if bench.read_cell(cfg, c) is None} == {
+        "a/point_robot/seed0", "a/point_robot/seed1", "b/point_robot/seed1"}
+
+    run(cfg, progress=False, tables_only=True)
+    table = (tmp_path / "redo" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| point_robot |"))
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["missing", "-1.0 ± 0.0 (1/2 seeds)"]
+    assert "| wall time, all cells (min) | — | < 0.1 |" in table and "0.0" not in table.split("wall time")[1]
+
+    rerun = run(cfg, progress=False)
+    assert started() == sorted([*every, "a/point_robot/seed0", "a/point_robot/seed1", "b/point_robot/seed1"])
+    assert rerun["done"] == 3 and rerun["skipped"] == 1
+    assert every["b/point_robot/seed0"].path.stat().st_mtime_ns == legacy_written
+    assert all(bench.read_cell(cfg, c) for c in every.values())
+
+    # a method's arguments or the preset changed: its cells (all, for the episodes) are no longer done
+    changed = replace(cfg, methods=[cfg.methods[0], MethodSpec("b", cfg.methods[1].config, ["--x=1", "--y=2"])])
+    assert [c.label for c in cells(changed) if bench.read_cell(changed, c) is None] == [
+        "b/point_robot/seed0", "b/point_robot/seed1"]
+    assert not any(bench.read_cell(replace(cfg, episodes=cfg.episodes + 1), c) for c in cells(cfg))
+
+
+def test_shipped_results_stay_done_when_their_command_is_todays():
+    """Cells written before the config hash count when the command they record is today's for the cell; the
+    shipped Table 1 keeps those cells (and a run from elsewhere sees the same cells)."""
+    cfg = load(TABLE1)
+    every = cells(cfg)
+    kept = [c for c in every if bench.read_cell(cfg, c) is not None]
+    assert kept
+    for c in every:
+        summary = json.loads(c.path.read_text()) if c.path.is_file() else {}
+        if "command" in summary and "config_hash" not in summary:
+            today = shlex.join(["promptdiff", *bench.command(cfg, c)])
+            assert (c in kept) == (summary["command"] == today), c.label
+    elsewhere = replace(cfg, out_dir=str(ROOT / cfg.out_dir))
+    assert len([c for c in cells(elsewhere) if bench.read_cell(elsewhere, c)]) == len(kept)

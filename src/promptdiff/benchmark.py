@@ -17,12 +17,27 @@ Every cell runs, in its own process,
 
     promptdiff fit --config <config> --data.init_args.family <family> --seed_everything <seed>
                    --data.init_args.seed <seed> <args> --trainer.logger false ... --trainer.callbacks
-                   [RolloutCallback(episodes, seed, prompt_seed = <seed>, final_json = <cell>.json, primary_only)]
+                   [RolloutCallback(episodes, seed, prompt_seed = <seed>, final_json = <cell>.partial.json, primary_only)]
 
 so the seed changes the method's initialisation, its data stream, its prompt and the evaluation
 episodes, and every method of one seed sees the same prompt-pool trajectory and the same episodes.
-The cell's JSON (the rollout summary plus the command, wall time and tuned-parameter count) is
-written only when the run succeeds: a rerun skips finished cells and retries the others.
+
+A cell is done when its JSON `<cell>.json` is complete and was made by the cell's current config.
+The process writes only the rollout summary, to `<cell>.partial.json`; when it exits successfully
+the benchmark adds the method, the command, the config hash, the wall time and the threads, and
+writes `<cell>.json` atomically. The config hash covers the cell's `fit` arguments (training config
+path, family, seed, episodes, the method's arguments, the evaluation callback) but not the cell's
+location, so changing a method's arguments or the preset reruns its cells, and a moved results
+folder keeps them; it does not cover the contents of the config files, the code or the data (delete
+the cells to rerun them after such a change). A JSON from before the hash counts when the command it
+records hashes the same. A rerun runs every cell that is not done: missing, failed, incomplete (e.g.
+written by a process whose benchmark was killed) or made by another config; tables show only done
+cells.
+
+Each cell's process runs in a session of its own and, on Linux, dies with the benchmark. Ctrl-C
+stops the benchmark: the queued cells are cancelled, the running ones' process groups terminated,
+runs.json records the invocation as interrupted, and the command exits with status 130; rerunning
+the same command resumes.
 
 Outputs, under `<out_dir>/<name>` (`<name>_quick` with --quick): `cells/<method>/<family>/seed<s>.json`
 (+ `.log`, and `seed<s>/config.yaml`: the cell's fully resolved config), `table.md`, `table.csv` (one row per method and family: mean and std over seeds) and
@@ -31,25 +46,37 @@ are shown as such, never averaged over fewer seeds silently.
 
 `runs.json` records every invocation that ran cells: start, elapsed wall-clock time (updated after
 each finished cell, so a run that is killed keeps its record up to its last finished cell), cells
-finished and failed, workers, threads and the machine. A table run in several sittings (resumed)
-is timed by the sum of its invocations' elapsed times; table.md reports it.
+finished and failed (and, when interrupted, stopped and not started), workers, threads and the
+machine. A table run in several sittings (resumed) is timed by the sum of its invocations' elapsed
+times; table.md reports it.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import hashlib
 import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+PROGRAM = (sys.executable, "-m", "promptdiff.cli.main")
+"""The program every cell runs, followed by the cell's `fit` arguments (tests put a stand-in here)."""
+_POLL_S = 0.2
+"""How often the running cells are checked."""
+_GRACE_S = 5.0
+"""After Ctrl-C, how long the running cells get to exit after SIGTERM before SIGKILL."""
+_HERE = "{cell}"
+"""What stands for the cell's own location in the command that the config hash covers."""
 
 
 @dataclass
@@ -113,19 +140,25 @@ class Cell:
     def label(self) -> str:
         return f"{self.method.name}/{self.family}/seed{self.seed}"
 
+    @property
+    def partial(self) -> Path:
+        """Where the cell's process writes its rollout summary (never read as a result)."""
+        return self.path.with_name(f"{self.path.stem}.partial.json")
+
 
 def cells(cfg: BenchmarkConfig) -> list[Cell]:
     root = Path(cfg.out_dir) / cfg.name / "cells"
     return [Cell(m, f, s, root / m.name / f / f"seed{s}.json") for f in cfg.families for m in cfg.methods for s in cfg.seeds]
 
 
-def command(cfg: BenchmarkConfig, cell: Cell) -> list[str]:
-    """The `promptdiff fit` arguments of one cell."""
+def command(cfg: BenchmarkConfig, cell: Cell, final_json: Path | None = None) -> list[str]:
+    """The `promptdiff fit` arguments of one cell, its rollout summary written to `final_json` (default: the
+    cell's JSON)."""
     fill = {"family": cell.family, "seed": cell.seed}
     callback = {"class_path": "promptdiff.callbacks.RolloutCallback",
                 "init_args": {"every_n_val_epochs": 1_000_000, "episodes": cfg.episodes, "seed": cell.seed,
                               "prompt_seed": cell.seed, "final_table": True, "primary_only": True,
-                              "final_json": str(cell.path)}}  # fmt: skip
+                              "final_json": str(final_json or cell.path)}}  # fmt: skip
     return ["fit", "--config", cell.method.config.format(**fill), f"--data.init_args.family={cell.family}",
             f"--seed_everything={cell.seed}", f"--data.init_args.seed={cell.seed}",
             *[a.format(**fill) for a in cell.method.args],
@@ -134,68 +167,208 @@ def command(cfg: BenchmarkConfig, cell: Cell) -> list[str]:
             f"--trainer.callbacks={json.dumps([callback])}"]  # fmt: skip
 
 
-def run_cell(cfg: BenchmarkConfig, cell: Cell, threads: int) -> tuple[Cell, bool, float]:
-    """Run one cell in its own process; on success add command and wall time to its JSON."""
-    argv = command(cfg, cell)
+def config_hash(cfg: BenchmarkConfig, cell: Cell) -> str:
+    """What defines the cell, hashed: its `fit` arguments with its own location written as `{cell}`."""
+    return _hash(command(cfg, replace(cell, path=Path(f"{_HERE}.json"))))
+
+
+def _hash(argv: list[str]) -> str:
+    return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:16]
+
+
+def _recorded_hash(recorded: str) -> str | None:
+    """The config hash of the command recorded in a cell JSON from before the hash (None: not a cell's command)."""
+    try:
+        argv = shlex.split(recorded)
+    except ValueError:
+        return None
+    roots = [a.split("=", 1)[1] for a in argv if a.startswith("--trainer.default_root_dir=")]
+    if argv[:2] != ["promptdiff", "fit"] or len(roots) != 1:
+        return None
+    return _hash([a.replace(roots[0], _HERE) for a in argv[1:]])
+
+
+def _complete(summary: object) -> bool:
+    """A rollout summary with the set the tables read."""
+    sets = summary.get("sets") if isinstance(summary, dict) else None
+    return isinstance(sets, dict) and summary.get("primary") in sets
+
+
+def read_cell(cfg: BenchmarkConfig, cell: Cell) -> dict | None:
+    """The cell's result if the cell is done, else None (missing, unreadable, incomplete or made by another config).
+
+    Done: the JSON holds a rollout summary plus what the benchmark adds after a successful run (method, command,
+    wall time), and its config hash (or, from before the hash, the hash of its recorded command) is the cell's."""
+    try:
+        summary = json.loads(cell.path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _complete(summary) or summary.get("benchmark_method") != cell.method.name:
+        return None
+    wall, recorded = summary.get("wall_time_s"), summary.get("command")
+    if not isinstance(wall, (int, float)) or not wall > 0 or not isinstance(recorded, str):
+        return None
+    made_by = summary["config_hash"] if "config_hash" in summary else _recorded_hash(recorded)
+    return summary if made_by == config_hash(cfg, cell) else None
+
+
+# -- running cells ----------------------------------------------------------------------------------
+@dataclass
+class Running:
+    """A cell whose process has been started."""
+
+    cell: Cell
+    argv: list[str]
+    proc: subprocess.Popen
+    threads: int
+    start: float
+
+
+def start_cell(cfg: BenchmarkConfig, cell: Cell, threads: int) -> Running:
+    """Start one cell's process (output to `<cell>.log`, rollout summary to `<cell>.partial.json`), in a
+    session of its own, so that Ctrl-C reaches only the benchmark, which then stops the cell's process group."""
     cell.path.parent.mkdir(parents=True, exist_ok=True)
-    log = cell.path.with_suffix(".log")
+    _remove_partial(cell)  # left by a process of an earlier run that was killed
+    argv = command(cfg, cell, final_json=cell.partial)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    with open(log, "w") as fh:
-        rc = subprocess.run([sys.executable, "-m", "promptdiff.cli.main", *argv], stdout=fh, stderr=subprocess.STDOUT,
-                            env=env).returncode  # fmt: skip
-    wall = time.perf_counter() - start
-    if rc != 0 or not cell.path.is_file():
-        cell.path.unlink(missing_ok=True)
-        return cell, False, wall
-    summary = json.loads(cell.path.read_text())
-    summary.update(benchmark_method=cell.method.name, command=shlex.join(["promptdiff", *argv]), wall_time_s=wall,
-                   threads=threads)  # fmt: skip
-    tmp = cell.path.with_name(cell.path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    tmp.replace(cell.path)
-    return cell, True, wall
+    with open(cell.path.with_suffix(".log"), "w") as log:
+        proc = subprocess.Popen([*PROGRAM, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True, preexec_fn=_dies_with(os.getpid()))  # fmt: skip
+    return Running(cell, argv, proc, threads, time.perf_counter())
+
+
+def finish_cell(cfg: BenchmarkConfig, running: Running) -> tuple[bool, float]:
+    """Accept a cell whose process has exited: when it exited with 0 and left a rollout summary, write the cell's
+    JSON (the summary plus method, command, config hash, wall time, threads) atomically. Returns (ok, wall time)."""
+    cell, wall = running.cell, time.perf_counter() - running.start
+    try:
+        summary = json.loads(cell.partial.read_text()) if running.proc.returncode == 0 else None
+    except (OSError, ValueError):
+        summary = None
+    if _complete(summary):
+        summary.update(benchmark_method=cell.method.name, command=shlex.join(["promptdiff", *running.argv]),
+                       config_hash=config_hash(cfg, cell), wall_time_s=wall, threads=running.threads)  # fmt: skip
+        _atomic_write(cell.path, json.dumps(summary, indent=1) + "\n")
+    _remove_partial(cell)
+    return _complete(summary), wall
+
+
+def _remove_partial(cell: Cell) -> None:
+    cell.partial.unlink(missing_ok=True)
+    cell.partial.with_name(cell.partial.name + ".tmp").unlink(missing_ok=True)
+
+
+def _dies_with(parent: int):
+    """On Linux, a `preexec_fn` that has the cell's process killed when the benchmark process dies (elsewhere None:
+    such a process still never makes a done cell, since only the benchmark writes a cell's JSON)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def set_death_signal():
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the benchmark died before the signal was set
+            os._exit(1)
+
+    return set_death_signal
+
+
+def _stop(running: list[Running]) -> None:
+    """Terminate the running cells' process groups (SIGTERM, then SIGKILL after a grace period) and remove their
+    partial output; a second Ctrl-C meanwhile is ignored."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        for r in running:
+            _signal_group(r.proc, signal.SIGTERM)
+        deadline = time.monotonic() + _GRACE_S
+        for r in running:
+            try:
+                r.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for r in running:
+            _signal_group(r.proc, signal.SIGKILL)  # what the cell started (e.g. vector-env workers) too
+            r.proc.wait()
+            _remove_partial(r.cell)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the cell's session leader: its process group has its pid
+    except ProcessLookupError:
+        pass
 
 
 def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, progress: bool = True,
         tables_only: bool = False) -> dict:
-    """Run the missing cells, then write the tables; returns {"done", "failed", "skipped", "outputs"}.
+    """Run the cells that are not done, then write the tables; returns {"done", "failed", "skipped", "outputs"}.
 
-    `tables_only`: run nothing, only (re)write the tables from the cells that exist (e.g. cells
-    copied in from another machine); missing cells show as missing."""
+    `tables_only`: run nothing, only (re)write the tables from the cells that are done (e.g. cells copied in
+    from another machine); the others show as missing. Ctrl-C: the queued cells are cancelled, the running
+    ones stopped, runs.json records the interruption, and SystemExit(130) is raised after a one-line message."""
     from tqdm import tqdm
 
     cfg = resolve(cfg, quick)
     _check(cfg)
     every = cells(cfg)
-    todo = [] if tables_only else [c for c in every if not c.path.is_file()]
+    done = {c.label for c in every if read_cell(cfg, c) is not None}
+    stale = [c for c in every if c.label not in done and c.path.is_file()]
+    if stale:
+        print(f"promptdiff: {len(stale)} cell JSON(s) of {cfg.name} are incomplete or were made by another "
+              f"config (e.g. {stale[0].path}): {'not counted' if tables_only else 'rerunning them'}",
+              file=sys.stderr)  # fmt: skip
+    todo = [] if tables_only else [c for c in every if c.label not in done]
     workers = max(1, int(workers or cfg.workers))
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     failed = []
-    log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo), workers=workers, threads=threads) \
-        if todo else None  # fmt: skip
-    bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(run_cell, cfg, c, threads) for c in todo]):
-            cell, ok, wall = future.result()
-            log.cell_finished(ok)
-            bar.update(1)
-            bar.set_postfix_str(f"{cell.label} {'ok' if ok else 'FAILED'} {wall:.0f}s")
-            if not ok:
-                failed.append(cell)
-                tqdm.write(f"cell {cell.label} failed: see {cell.path.with_suffix('.log')}", file=sys.stderr)
-    bar.close()
-    if log is not None:
+    if todo:
+        log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo), workers=workers, threads=threads)
+        bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
+        queue, running = list(todo), []
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    running.append(start_cell(cfg, queue.pop(0), threads))
+                time.sleep(_POLL_S)
+                for r in [r for r in running if r.proc.poll() is not None]:
+                    running.remove(r)
+                    ok, wall = finish_cell(cfg, r)
+                    log.cell_finished(ok)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.cell.label} {'ok' if ok else 'FAILED'} {wall:.0f}s")
+                    if not ok:
+                        failed.append(r.cell)
+                        log_file = r.cell.path.with_suffix(".log")
+                        tqdm.write(f"cell {r.cell.label} failed: see {log_file}", file=sys.stderr)
+        except KeyboardInterrupt:
+            _stop(running)
+            bar.close()
+            log.interrupted(stopped=len(running))
+            e = log.entry
+            print(f"promptdiff: benchmark {cfg.name} interrupted ({e['cells_done']} cells finished, "
+                  f"{e['cells_failed']} failed, {e['cells_stopped']} stopped, {e['cells_not_started']} not started); "
+                  f"rerun the same command to resume", file=sys.stderr)  # fmt: skip
+            raise SystemExit(130) from None
+        except BaseException:  # an error here: no cell outlives the benchmark
+            _stop(running)
+            raise
+        bar.close()
         log.close()
     outputs = write_tables(cfg, every)
-    return {"done": len(todo) - len(failed), "failed": [c.label for c in failed],
-            "skipped": sum(c.path.is_file() for c in every) if tables_only else len(every) - len(todo),
+    return {"done": len(todo) - len(failed), "failed": [c.label for c in failed], "skipped": len(done),
             "outputs": outputs}  # fmt: skip
 
 
 class RunLog:
     """This invocation's entry in runs.json (a list, one entry per invocation that ran cells),
-    rewritten atomically at the start, after every finished cell and at the end."""
+    rewritten atomically at the start, after every finished cell and at the end (or the interruption)."""
 
     def __init__(self, path: Path, todo: int, workers: int, threads: int):
         self.path = path
@@ -214,6 +387,13 @@ class RunLog:
 
     def close(self) -> None:
         self.entry["finished"] = True
+        self._write()
+
+    def interrupted(self, stopped: int) -> None:
+        """Ctrl-C: `stopped` cells were running; the cells neither finished nor stopped never started."""
+        e = self.entry
+        e.update(interrupted=True, cells_stopped=stopped,
+                 cells_not_started=e["cells_todo"] - e["cells_done"] - e["cells_failed"] - stopped)  # fmt: skip
         self._write()
 
     def _write(self) -> None:
@@ -253,13 +433,14 @@ def _check(cfg: BenchmarkConfig) -> None:
 
 # -- tables ------------------------------------------------------------------------------------------
 def collect(cfg: BenchmarkConfig, every: list[Cell]) -> list[dict]:
-    """One row per (method, family): per-seed primary-set results, their mean and std."""
+    """One row per (method, family): per-seed primary-set results of the cells that are done, their mean and std."""
     from promptdiff.rollout.evaluator import migrate_result  # cells written before the keys were unified
+    results = {c.label: read_cell(cfg, c) for c in every}
     rows = []
     for m in cfg.methods:
         for f in cfg.families:
-            runs = [migrate_result(json.loads(c.path.read_text()))
-                    for c in every if c.method is m and c.family == f and c.path.is_file()]  # fmt: skip
+            runs = [migrate_result(results[c.label]) for c in every
+                    if c.method is m and c.family == f and results[c.label] is not None]  # fmt: skip
             ret = [r["sets"][r["primary"]]["return_mean"] for r in runs]
             score = [r["sets"][r["primary"]].get("score_mean") for r in runs]
             score = [s for s in score if s is not None]
@@ -267,8 +448,8 @@ def collect(cfg: BenchmarkConfig, every: list[Cell]) -> list[dict]:
                          "return_mean": _mean(ret), "return_std": _std(ret), "score_mean": _mean(score),
                          "score_std": _std(score),
                          "tuned_parameters": runs[0].get("tuned_parameters") if runs else None,
-                         "wall_time_s": float(sum(r.get("wall_time_s", 0.0) for r in runs)),
-                         "commands": [r.get("command", "") for r in runs]})  # fmt: skip
+                         "wall_time_s": float(sum(r["wall_time_s"] for r in runs)) if runs else None,
+                         "commands": [r["command"] for r in runs]})  # fmt: skip
     return rows
 
 
@@ -338,6 +519,15 @@ def _average_rows(by: dict, names: list[str], families: list[str], key: str, fmt
     return lines
 
 
+def _minutes(seconds: list[float | None]) -> str:
+    """Wall time of some cells in minutes: — when none is done, never 0.0 for cells that ran."""
+    done = [s for s in seconds if s is not None]
+    if not done:
+        return "—"
+    minutes = sum(done) / 60
+    return f"{minutes:.1f}" if minutes >= 0.1 else "< 0.1"
+
+
 def runs_summary(runs: list[dict]) -> list[str]:
     """table.md's lines on the invocations that ran the cells (see runs.json)."""
     if not runs:
@@ -345,11 +535,19 @@ def runs_summary(runs: list[dict]) -> list[str]:
     total = sum(r["elapsed_s"] for r in runs) / 60
     done = sum(r["cells_done"] for r in runs)
     each = "; ".join(f"{r['started']}: {r['elapsed_s'] / 60:.1f} min, {r['cells_done']} cells"
-                     f"{'' if r['finished'] else ' (stopped before the end; time up to its last finished cell)'}"
+                     f"{_stopped(r)}"
                      f", {r['workers']} worker(s) x {r['threads_per_cell']} thread(s), {r['machine']}"
                      for r in runs)  # fmt: skip
     return [f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min "
             f"for {done} cells, in {len(runs)} invocation(s): {each}.", ""]
+
+
+def _stopped(run: dict) -> str:
+    if run["finished"]:
+        return ""
+    if run.get("interrupted"):
+        return f" (interrupted by Ctrl-C: {run['cells_stopped']} cells stopped, {run['cells_not_started']} not started)"
+    return " (stopped before the end; time up to its last finished cell)"
 
 
 def _where(cfg: BenchmarkConfig) -> str:
@@ -383,13 +581,14 @@ def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = N
             vals = [relative(by[(m, f)]["return_mean"], ref) for m in names]
             lines.append(f"| {f} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in vals) + " |")
     params = [by[(m, cfg.families[0])]["tuned_parameters"] for m in names]
-    walls = [sum(by[(m, f)]["wall_time_s"] for f in cfg.families) / 60 for m in names]
+    walls = [[by[(m, f)]["wall_time_s"] for f in cfg.families] for m in names]
+    example = next((c for r in rows for c in r["commands"]), None)
     lines += ["", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
               f"| tuned parameters ({cfg.families[0]}, all test tasks) | " +
               " | ".join("—" if p is None else f"{p:,}" for p in params) + " |",
-              "| wall time, all cells (min) | " + " | ".join(f"{w:.1f}" for w in walls) + " |", "",
-              f"Total wall time of the cells: {sum(walls):.1f} min. Every cell's exact command is in its JSON under "
-              f"cells/, e.g. `{next((c for r in rows for c in r['commands']), '')}`", ""]  # fmt: skip
+              "| wall time, all cells (min) | " + " | ".join(_minutes(w) for w in walls) + " |", "",
+              f"Total wall time of the cells: {_minutes([w for ws in walls for w in ws])} min. Every cell's exact "
+              f"command is in its JSON under cells/" + (f", e.g. `{example}`" if example else "."), ""]  # fmt: skip
     lines += runs_summary(runs or [])
     return "\n".join(lines)
 
