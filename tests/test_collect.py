@@ -144,17 +144,80 @@ def test_interrupted_collection_leaves_no_file_and_resumes(tmp_path):
         assert f.num_episodes == 50
 
 
-def test_worker_processes_do_not_change_the_data(tmp_path):
-    paths = {}
-    for workers in (1, 2):
-        cfg = shrunk("point_robot", tmp_path / str(workers), tasks=[1, 2, 3], episodes_per_task=4,
-                     batch_size=5, workers=workers, card=False)
-        paths[workers] = collect(cfg)[0]
-    with open_trajectories(paths[1]) as a, open_trajectories(paths[2]) as b:
-        assert a.num_episodes == b.num_episodes == 12
-        for i in range(12):
-            np.testing.assert_array_equal(a.episode(i).actions, b.episode(i).actions)
-            assert a.episode(i).task_id == b.episode(i).task_id
+def h5_contents(path, ignore=("workers", "root", "batch_size")) -> dict:
+    """Every array (as bytes) and attribute of a trajectory file, by HDF5 name; the recorded collection config
+    without the settings that the comparisons vary."""
+    import json
+
+    import h5py
+
+    out = {}
+
+    def attrs(name, obj):
+        for key, value in obj.attrs.items():
+            if key == "collection_config":
+                value = {k: v for k, v in json.loads(value).items() if k not in ignore}
+            out[f"{name}@{key}"] = value.tobytes() if isinstance(value, np.ndarray) else value
+
+    with h5py.File(path, "r") as f:
+        attrs("/", f)
+
+        def visit(name, obj):
+            attrs(name, obj)
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
+
+        f.visititems(visit)
+    return out
+
+
+def test_regenerated_data_are_identical_with_one_or_two_workers(tmp_path):
+    """Scripted noisy expert (point_robot, both files) and learned expert (ant_dir's prompt pool, whose mean
+    actions must not depend on the batch either: 4 episodes in one batch vs 1 per batch on 2 workers)."""
+    runs = {"point_robot": ({"tasks": [1, 2, 3], "episodes_per_task": 4, "prompt_episodes": 2, "batch_size": 5},
+                            ("train", "prompt")),
+            "ant_dir": ({"tasks": [0, 17], "prompt_episodes": 2, "roles": ["prompt"]}, ("prompt",))}  # fmt: skip
+    for family, (settings, roles) in runs.items():
+        contents = []
+        for workers, batch in ((1, settings.get("batch_size", 4)), (2, settings.get("batch_size", 1))):
+            cfg = shrunk(family, tmp_path / f"{family}-{workers}", **{**settings, "batch_size": batch},
+                         workers=workers, card=False)  # fmt: skip
+            collect(cfg)
+            contents.append([h5_contents(dataset_path(family, role, root=cfg.root)) for role in roles])
+        assert contents[0] == contents[1], family
+        assert any(k.endswith("actions") for k in contents[0][0])
+
+
+def test_learned_expert_acts_on_each_row_alone_and_without_blas(tmp_path):
+    """A row's action is the same in any batch, and with MKL's conservative kernels and 2 threads (as another CPU
+    would pick): the ant amplifies any last-bit difference into another episode."""
+    from promptdiff.envs import make_env
+    from promptdiff.production.experts import LearnedExpert
+
+    code = textwrap.dedent(f"""
+        import hashlib, numpy as np
+        from promptdiff.envs import get_family, make_env
+        from promptdiff.production.experts import LearnedExpert
+        fam = get_family("ant_dir")
+        envs = [make_env(fam, t) for t in range(7)]
+        obs = np.stack([env.reset(seed=t)[0] for t, env in enumerate(envs)])
+        expert = LearnedExpert(fam, {str(ROOT / "datasets/ant_dir/expert_policy.pt")!r})
+        print(hashlib.sha256(expert(obs, envs, None).tobytes()).hexdigest())
+    """)
+    fam = get_family("ant_dir")
+    envs = [make_env(fam, t) for t in range(7)]
+    obs = np.stack([env.reset(seed=t)[0] for t, env in enumerate(envs)])
+    expert = LearnedExpert(fam, ROOT / "datasets/ant_dir/expert_policy.pt")
+    together = expert(obs, envs, None)
+    for size in (1, 2, 3):
+        apart = np.concatenate([expert(obs[i : i + size], envs[i : i + size], None) for i in range(0, 7, size)])
+        assert apart.tobytes() == together.tobytes(), size
+    import hashlib
+
+    env = dict(os.environ, MKL_CBWR="COMPATIBLE", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout.split()[-1] == hashlib.sha256(together.tobytes()).hexdigest()
 
 
 def test_cli_collect_and_info(tmp_path, capsys):
@@ -261,3 +324,141 @@ def test_a_scripted_family_without_its_policy_is_refused_by_name(tmp_path):
         mp.setitem(registry.FAMILIES, "orphan", replace(orphan, scripted_policy="nowhere.module:Expert"))
         with pytest.raises(ValueError, match="nowhere.module:Expert"):
             make_policy(replace(cfg, family="orphan"), "expert", "train")
+
+
+NO_EPISODES = [("episodes_per_task", "0"), ("episodes_per_task", "-3"), ("tasks", "[]"), ("prompt_episodes", "0"),
+               ("batch_size", "-1"), ("batch_size", "0")]  # fmt: skip
+
+
+@pytest.mark.parametrize("option, value", NO_EPISODES)
+def test_cli_refuses_settings_that_make_no_episodes_before_writing_anything(tmp_path, capsys, option, value):
+    """A file marked complete with no episodes would be skipped as valid by every later run."""
+    root = tmp_path / "data"
+    rc = main(["collect", "--family", "point_robot", "--root", str(root), "--workers", "1", f"--{option}={value}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and option in err and "Traceback" not in err, err
+    assert not root.exists()
+
+
+def test_ensure_files_refuses_bad_overrides_before_writing_anything(tmp_path):
+    from promptdiff.production.collect import ensure_files
+
+    for bad in ({"prompt_episodes": 0}, {"tasks": []}, {"batch_size": -2}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ensure_files("point_robot", [("prompt", "expert")], root=str(tmp_path), **bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complete_file_without_episodes_is_regenerated_not_kept(tmp_path):
+    import h5py
+
+    path = dataset_path("point_robot", "prompt", root=tmp_path)
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as f:  # what an older version wrote for `--prompt_episodes 0`
+        f.attrs.update({"schema": "promptdiff.trajectories", "schema_version": 1, "family": "point_robot",
+                        "obs_dim": 2, "act_dim": 2, "role": "prompt", "quality": "expert", "num_episodes": 0,
+                        "complete": True})  # fmt: skip
+        for column in ("task_ids", "num_episodes", "return_mean", "return_std", "success_rate"):
+            f.create_dataset(f"task_stats/{column}", data=np.zeros(0))
+    collect(default_collect_config("point_robot", root=str(tmp_path), tasks=[4], prompt_episodes=2,
+                                   roles=["prompt"], card=False, workers=1))  # fmt: skip
+    with open_trajectories(path) as f:
+        assert f.num_episodes == 2 and f.tasks == [4]
+
+
+def test_partials_left_beside_valid_files_are_removed_by_the_next_run(tmp_path, capsys):
+    import fcntl
+
+    from promptdiff.production.collect import ensure_files
+
+    small = dict(root=str(tmp_path), tasks=[4], prompt_episodes=1, roles=["prompt"], card=False, workers=1)
+    collect(default_collect_config("point_robot", **small))
+    stale = partial_path(dataset_path("point_robot", "train", root=tmp_path))
+    stale.write_bytes(b"half a file")
+    # while a collection holds the folder the partial may be its own: a run that needs nothing leaves it
+    with open(tmp_path / "point_robot" / ".collect.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert ensure_files("point_robot", [("prompt", "expert")], root=str(tmp_path)) == []
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert stale.exists()
+    assert ensure_files("point_robot", [("prompt", "expert")], root=str(tmp_path)) == []
+    assert not stale.exists() and f"removing {stale}" in capsys.readouterr().out
+    stale.write_bytes(b"half a file")
+    collect(default_collect_config("point_robot", **small))  # a collection of another file of the family
+    assert not stale.exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        found, frontier = [], [pid]
+        while frontier:
+            kids = [c for c, p in parents.items() if p in frontier]
+            found += kids
+            frontier = kids
+        return found
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a reparented zombie waits for init to reap it)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killed_collection_takes_its_workers_along_and_the_next_run_cleans_up(tmp_path):
+    """SIGKILL runs no cleanup in the parent: its worker processes must end by themselves; the partial file
+    it leaves is removed by the next run, which writes a valid file."""
+    import re
+    import signal
+    import threading
+    import time
+
+    cmd = [sys.executable, "-m", "promptdiff.cli.main", "collect", "--family", "point_robot", "--root", str(tmp_path),
+           "--workers", "2", "--batch_size", "5", "--episodes_per_task", "200", "--roles", "[train]", "--card", "false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    progress = []
+    threading.Thread(target=lambda: progress.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True).start()
+    children = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:  # mid-run: episodes done, 8000 to go
+            done = [int(n) for n in re.findall(r"(\d+)/8000", "".join(progress))]
+            children = _descendants(proc.pid)
+            if done and max(done) >= 20 and len(children) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no progress from the collection: {''.join(progress)[-2000:]}")
+        partial = partial_path(dataset_path("point_robot", "train", root=tmp_path))
+        assert partial.exists()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_running(p) for p in children):
+            time.sleep(0.2)
+        assert not [p for p in children if _running(p)], "processes outlived the killed collection"
+    finally:
+        proc.kill()
+        for pid in children:  # only if the test failed: do not leave them behind
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert partial.exists()
+    assert main(["collect", "--family", "point_robot", "--root", str(tmp_path), "--workers", "1", "--tasks", "[0]",
+                 "--episodes_per_task", "2", "--roles", "[train]", "--card", "false"]) == 0  # fmt: skip
+    assert not partial.exists()
+    with open_trajectories(dataset_path("point_robot", "train", root=tmp_path), role="train") as f:
+        assert f.num_episodes == 2

@@ -9,11 +9,20 @@ Settings left unset take the family's `collect_defaults`, then the generic defau
 file is written atomically; finished files are skipped on a rerun, so an interrupted collection
 resumes with the file it was writing. `ensure_files` makes just the files a run reads, when they
 are missing (the command line calls it before `promptdiff fit`; readers never do).
+
+One collection at a time writes a family's folder (a lock file there); the next one removes the
+`.partial` files an interrupted one left. Worker processes die with the process that started them.
+The data depend on the settings (seeds, sizes, noise, `batch_size`, which fixes how action noise
+is drawn) and on nothing else: not on the number of workers, the thread count or the machine's load.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,7 +82,8 @@ class CollectConfig:
     prompt_action_noise: float | None = None
     """Scripted experts, prompt pool: the same, usually smaller (default: the family's, else 0)."""
     batch_size: int = 25
-    """Environments stepped together (one batched policy call per step)."""
+    """Environments stepped together (one batched policy call per step); each batch draws its action noise from
+    its own generator, so this is part of what defines the data."""
     workers: int = 0
     """Worker processes that run batches in parallel; 0: one per CPU core. Results do not depend on it."""
     overwrite: bool = False
@@ -93,18 +103,43 @@ def resolve_config(cfg: CollectConfig) -> CollectConfig:
         if values[key] is None and fam.expert == "learned" and needed in values["qualities"]:
             values[key] = str(Path(cfg.root) / fam.expert_name / name)
     out = CollectConfig(**values)
-    if not out.qualities or any(q not in QUALITIES for q in out.qualities):
-        raise ValueError(f"qualities must be a non-empty list of {QUALITIES}, got {out.qualities}")
-    if not out.roles or any(r not in ROLES for r in out.roles):
-        raise ValueError(f"roles must be a non-empty list of {ROLES}, got {out.roles}")
-    for key in ("episodes_per_task", "prompt_episodes"):
-        if int(getattr(out, key)) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(out, key)}")
-    if out.tasks is not None:
-        bad = sorted(t for t in out.tasks if not 0 <= int(t) < fam.num_tasks)
-        if not out.tasks or bad:
-            raise ValueError(f"tasks must name tasks of {fam.name} in [0, {fam.num_tasks}), got {out.tasks}")
+    _check(out, fam)
     return out
+
+
+# an episode's seed is base * 1_000_003 + task * SEED_STRIDE + episode: more episodes would repeat a seed
+SEED_STRIDE = 1_009
+
+
+def _check(cfg: CollectConfig, fam: TaskFamily) -> None:
+    """Raise ValueError (one line, naming the setting) for settings that cannot make a useful file."""
+    if not cfg.qualities or any(q not in QUALITIES for q in cfg.qualities):
+        raise ValueError(f"qualities must be a non-empty list of {QUALITIES}, got {cfg.qualities}")
+    if not cfg.roles or any(r not in ROLES for r in cfg.roles):
+        raise ValueError(f"roles must be a non-empty list of {ROLES}, got {cfg.roles}")
+    for key in ("episodes_per_task", "prompt_episodes"):
+        value = getattr(cfg, key)
+        if not _is_int(value) or not 1 <= value < SEED_STRIDE:
+            raise ValueError(f"{key} must be a whole number in [1, {SEED_STRIDE - 1}], got {value!r}")
+    for key, low in (("batch_size", 1), ("workers", 0), ("seed", 0), ("prompt_seed", 0)):
+        value = getattr(cfg, key)
+        if not _is_int(value) or value < low:
+            raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
+    for key in ("action_noise", "prompt_action_noise"):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+    if cfg.tasks is not None:
+        tasks = list(cfg.tasks)
+        bad = [t for t in tasks if not _is_int(t) or not 0 <= t < fam.num_tasks]
+        if not tasks or bad or len(set(tasks)) < len(tasks):
+            raise ValueError(f"tasks must be distinct tasks of {fam.name} in [0, {fam.num_tasks}), got {cfg.tasks}")
+    elif fam.num_tasks < 1:
+        raise ValueError(f"tasks: family {fam.name} has no tasks to collect")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def default_collect_config(family, **overrides) -> CollectConfig:
@@ -175,27 +210,79 @@ def run_episodes(fam: TaskFamily, tasks: list[int], seeds: list[int], policy, rn
                  goal_visible: bool = False, batch_size: int = 25, workers: int = 1):  # fmt: skip
     """Yield the trajectories of one episode per (task, seed), in order, batch by batch.
 
-    Batch b draws its action noise from the generator seeded with rng_seed + [b], so the data
-    are the same whatever the number of worker processes.
+    Batch b draws its action noise from the generator seeded with rng_seed + [b]; the batches are the
+    same whatever the number of worker processes, and every process runs them single-threaded, so the
+    data are too.
     """
     jobs = [(fam, tasks[i : i + batch_size], seeds[i : i + batch_size], policy, [*rng_seed, b], goal_visible)
             for b, i in enumerate(range(0, len(tasks), batch_size))]  # fmt: skip
     workers = max(1, min(workers or cpu_count(), len(jobs)))
     if workers == 1:
-        for job in jobs:
-            yield _rollout_job(job)
+        with _one_thread():
+            for job in jobs:
+                yield _rollout_job(job)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # the workers load the same plugins first, so a family of one's own unpickles there too
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=load_plugins) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
+    with pool:
         yield from pool.map(_rollout_job, jobs)
 
 
-def cpu_count() -> int:
-    import os
+@contextmanager
+def _one_thread():
+    """Torch single-threaded for the block (as in the workers), then as it was."""
+    import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _start_worker(parent: int) -> None:
+    """Pool initializer: die with the parent, act single-threaded, load the plugins (so that a family of
+    one's own unpickles here too)."""
+    _die_with(parent)
+    import torch
+
+    torch.set_num_threads(1)
+    load_plugins()
+
+
+def _die_with(parent: int) -> None:
+    """End this process when `parent` dies, even by SIGKILL (which runs no cleanup in the parent).
+
+    Linux: the kernel sends SIGKILL when the thread that started this process ends (PR_SET_PDEATHSIG);
+    the pool starts its workers from the thread that consumes the results, which outlives the pool. A
+    daemon thread that watches the parent id backs it up, and stands alone elsewhere.
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -219,17 +306,15 @@ def make_policy(cfg: CollectConfig, quality: str, role: str):
 
 
 def _episode_seed(base: int, task: int, episode: int) -> int:
-    return base * 1_000_003 + task * 1_009 + episode
+    return base * 1_000_003 + task * SEED_STRIDE + episode
 
 
 def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | None = None) -> Path:
-    """Write one file (role x quality) for every task; skip it if a valid one exists."""
+    """Write one file (role x quality) for every task; skip it if a valid one exists (one without episodes,
+    which older versions wrote, is not valid)."""
+    cfg = resolve_config(cfg)
     fam = get_family(cfg.family)
     path = dataset_path(fam.name, role, quality, cfg.root)
-    stale = partial_path(path)
-    if stale.exists():  # a leftover from an interrupted run
-        print(f"removing {stale}, left by an interrupted collection")
-        stale.unlink()
     if path.exists() and not cfg.overwrite:
         try:
             open_trajectories(path, family=fam.name, obs_dim=fam.obs_dim, role=role).close()
@@ -243,9 +328,12 @@ def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | N
     per_task = cfg.episodes_per_task if role == "train" else cfg.prompt_episodes
     base_seed = cfg.seed if role == "train" else cfg.prompt_seed
     pairs = [(t, e) for t in tasks for e in range(per_task)]
+    if not pairs:
+        raise ValueError(f"{path}: no episodes to collect ({len(tasks)} tasks x {per_task} episodes)")
     rng_seed = [base_seed, {"expert": 0, "medium": 1, "random": 2}[quality]]
     config = {**asdict(cfg), "role": role, "quality": quality}
     params = fam.task_params
+    written = 0
     with TrajectoryWriter(path, family=fam.name, obs_dim=fam.obs_dim, act_dim=fam.act_dim, role=role,
                           quality=quality, expert=policy.name, seed=base_seed, config=config) as writer:  # fmt: skip
         batches = run_episodes(fam, [t for t, _ in pairs], [_episode_seed(base_seed, t, e) for t, e in pairs],
@@ -253,8 +341,11 @@ def collect_file(cfg: CollectConfig, role: str, quality: str, progress: tqdm | N
         for trajs in batches:
             for traj in trajs:
                 writer.add(traj, task_param=params[traj.task_id], split=fam.split_of(traj.task_id))
+            written += len(trajs)
             if progress is not None:
                 progress.update(len(trajs))
+        if written != len(pairs):  # raised inside the writer: the partial file is deleted, not renamed
+            raise RuntimeError(f"{path}: {written} episodes collected of {len(pairs)}; the file is not written")
     return path
 
 
@@ -265,11 +356,22 @@ def _file_episodes(cfg: CollectConfig, role: str) -> int:
 
 
 def collect(cfg: CollectConfig) -> list[Path]:
-    """Collect every file of the config, then write the dataset card (when it has the training set)."""
+    """Collect every file of the config, then write the dataset card (when it has the training set).
+
+    Settings are checked before anything is written. The family's folder is locked meanwhile: a second
+    collection there waits, and `.partial` files found on the way in were left by an interrupted one and
+    are removed."""
+    cfg = resolve_config(cfg)
     fam = get_family(cfg.family)
     if fam.dataset_family != fam.name:
         raise ValueError(f"{fam.name} shares the data of {fam.dataset_family}: collect that family")
-    cfg = resolve_config(cfg)
+    with _collection_lock(Path(cfg.root) / fam.name):
+        return _collect_locked(cfg)
+
+
+def _collect_locked(cfg: CollectConfig) -> list[Path]:
+    fam = get_family(cfg.family)
+    _remove_partials(Path(cfg.root) / fam.name)
     jobs = [(role, q) for q in cfg.qualities for role in ("train", "prompt") if role in cfg.roles]
     total = sum(_file_episodes(cfg, role) for role, _ in jobs)
     start = time.time()
@@ -285,6 +387,33 @@ def collect(cfg: CollectConfig) -> list[Path]:
     return paths
 
 
+@contextmanager
+def _collection_lock(folder: Path, wait: bool = True):
+    """Hold the folder's collection lock (creating the folder) for the block, and yield True. Another
+    collection holding it is waited for; with `wait=False` the block gets False and holds nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".collect.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            print(f"{folder}: waiting for another collection there to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_partials(folder: Path) -> None:
+    """Delete the `.partial` files in folder; call it holding the folder's lock, when no write is under way."""
+    for stale in sorted(folder.glob("*.h5.partial")):
+        print(f"removing {stale}, left by an interrupted collection")
+        stale.unlink(missing_ok=True)
+
+
 def missing_files(family, files, root: str | Path = "datasets") -> list[tuple[str, str]]:
     """The (role, quality) pairs of `files` whose file does not exist under root for the family's data."""
     fam = get_family(family)
@@ -294,31 +423,26 @@ def missing_files(family, files, root: str | Path = "datasets") -> list[tuple[st
 def ensure_files(family, files, root: str | Path = "datasets", **overrides) -> list[Path]:
     """Collect, with the family's default settings (and `overrides` of CollectConfig fields, e.g. expert_policy),
     just those of `files` ((role, quality) pairs) that are missing: the first-run convenience of the command line.
-    Returns the paths written."""
-    import fcntl
-
+    Returns the paths written. Settings are checked before anything is written; `.partial` files that an
+    interrupted collection left are removed (unless a collection is under way)."""
     fam = get_family(family)
-    if not missing_files(fam, files, root):
-        return []
     folder = Path(root) / fam.dataset_family
-    folder.mkdir(parents=True, exist_ok=True)
+    missing = missing_files(fam, files, root)
+    if not missing:
+        if any(folder.glob("*.h5.partial")):
+            with _collection_lock(folder, wait=False) as held:
+                if held:
+                    _remove_partials(folder)
+        return []
+    configs = {(role, quality): default_collect_config(fam.dataset_family, **{
+        "root": str(root), "card": False, **overrides, "roles": [role], "qualities": [quality]})
+        for role, quality in missing}  # fmt: skip
     # runs started together (benchmark cells) must not write the same file at once: one collects, the others
     # wait for it and then find the file there
-    with open(folder / ".collect.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _collect_missing(fam, files, root, overrides)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _collect_missing(fam: TaskFamily, files, root, overrides: dict) -> list[Path]:
-    missing = missing_files(fam, files, root)
-    written = []
-    for role, quality in missing:
-        print(f"{fam.dataset_family}: {role}-{quality}.h5 is missing under {root}: generating it from the "
-              f"family's expert ({fam.collect_command(role, quality, root)})")  # fmt: skip
-        cfg = default_collect_config(fam.dataset_family, **{"root": str(root), "card": False, **overrides,
-                                                            "roles": [role], "qualities": [quality]})  # fmt: skip
-        written += collect(cfg)
-    return written
+    with _collection_lock(folder):
+        written = []
+        for role, quality in missing_files(fam, missing, root):
+            print(f"{fam.dataset_family}: {role}-{quality}.h5 is missing under {root}: generating it from the "
+                  f"family's expert ({fam.collect_command(role, quality, root)})")  # fmt: skip
+            written += _collect_locked(configs[role, quality])
+        return written

@@ -7,10 +7,12 @@ which the stored observation never contains).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from torch import nn
 
 from promptdiff.production.expert_policy import load_expert_actor
 
@@ -103,7 +105,15 @@ class MetaWorldExpert:
 
 
 class LearnedExpert:
-    """A shipped PPO actor; its input is the observation plus the task features."""
+    """A shipped PPO actor; its input is the observation plus the task features.
+
+    Collected data must come out the same whatever the batching, the worker and thread counts and the
+    CPU's BLAS kernels: the ant's and the cheetah's dynamics amplify a last-bit difference in one
+    action into a different episode. A float32 matrix product rounds differently with the batch's
+    size, the row's position in it and the CPU (MKL picks kernels by all three), so the actor is run
+    here in float64 with elementwise operations in one fixed order (`_rowwise_linear`): each row's
+    actions are a function of that row alone, and of no library's choice of kernel.
+    """
 
     def __init__(self, family, path: str | Path, deterministic: bool = True):
         if family.task_features is None:
@@ -113,7 +123,49 @@ class LearnedExpert:
         self.deterministic = deterministic
         mode = "mean" if deterministic else "sampled"
         self.name = f"ppo:{Path(path).name} ({mode} actions)"
+        self._net = None  # float64 copies of the actor's tensors, made on first use (also in a worker)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_net": None}
+
+    def _arrays(self) -> dict:
+        if self._net is None:
+            a = self.actor
+            as64 = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
+            linears = [m for m in a.body if isinstance(m, nn.Linear)] + [a.mean]
+            self._net = {
+                "layers": [(as64(m.weight).T.copy(), as64(m.bias)) for m in linears],
+                "mean": as64(a.obs_mean), "scale": np.sqrt(as64(a.obs_var) + float(a.obs_eps)),
+                "clip": float(a.obs_clip),
+                # math.exp, not np.exp: numpy's vectorised exp rounds differently on AVX-512 and AVX2
+                "std": np.array([math.exp(v) for v in as64(a.log_std)]),
+            }  # fmt: skip
+        return self._net
+
+    def mean_action(self, inputs: np.ndarray) -> np.ndarray:
+        """inputs (B, obs_dim + features) -> the Gaussian's mean (B, act_dim), float64, row by row."""
+        net = self._arrays()
+        h = np.clip((np.asarray(inputs, np.float64) - net["mean"]) / net["scale"], -net["clip"], net["clip"])
+        *hidden, last = net["layers"]
+        for weight_t, bias in hidden:
+            h = np.tanh(_rowwise_linear(h, weight_t, bias))
+        return _rowwise_linear(h, *last)
 
     def __call__(self, obs, envs, rng):
         feats = np.stack([self.family.task_features(env.unwrapped.task_param) for env in envs])
-        return self.actor.act(np.concatenate([obs, feats], axis=1), self.deterministic, rng)
+        action = self.mean_action(np.concatenate([obs, feats], axis=1))
+        if not self.deterministic:
+            action = action + self._arrays()["std"] * rng.standard_normal(action.shape)
+        return np.clip(action, -1.0, 1.0)
+
+
+def _rowwise_linear(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x (B, n_in) @ weight_t (n_in, n_out) + bias, each output summed over the inputs in order 0, 1, ...
+
+    Only elementwise multiplications and additions (exact IEEE operations, never fused): the result is
+    the same on every CPU and for every batch that contains the row.
+    """
+    out = np.repeat(bias[None, :], x.shape[0], axis=0)
+    for k in range(x.shape[1]):
+        out += x[:, k : k + 1] * weight_t[k]
+    return out
