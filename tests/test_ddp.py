@@ -39,7 +39,7 @@ def test_ddp_two_ranks(tmp_path):
     module = PromptDTPretrain("point_robot", width=32, mlp_width=64, layers=1, warmup_steps=2)
     dm = PromptDTDataModule("point_robot", root=str(tmp_path / "data"), batch_size_per_task=2, train_tasks=train,
                             val_batches=1)  # fmt: skip
-    rollout = RolloutCallback(every_n_val_epochs=1, episodes=3, card_root=str(tmp_path / "data"))
+    rollout = RolloutCallback(every_n_val_epochs=1, episodes=3, card_root=str(tmp_path / "data"), final_table=True)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2, val_check_interval=2,
                         limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[rollout, Probe(tmp_path)])  # fmt: skip
