@@ -427,22 +427,27 @@ def _start_driver(tmp_path: Path, program: Path, config: Path, death_signal: boo
 
 
 @linux_only
-def test_ctrl_c_cancels_the_queue_stops_running_cells_and_records_the_interruption(tmp_path, fake_fit):
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
+def test_ctrl_c_cancels_the_queue_stops_running_cells_and_records_the_interruption(tmp_path, fake_fit, how):
     """Ctrl-C (SIGINT to the terminal's process group) with 3 fast cells done, 2 slow ones running and 1 queued:
     the queued one never starts, the running ones (and what they started) are stopped, no JSON is left for
-    them, runs.json says what happened, and the command exits 130 with a one-line hint to resume."""
+    them, runs.json says what happened, and the command exits 130 with a one-line hint to resume. SIGTERM to the
+    benchmark alone (a scheduler preempting its job) does the same, exit status 143."""
     config = _fake_config(tmp_path, "stop", {"fast": [], "slow": ["--fake.sleep=120", "--fake.helper=1"]}, [0, 1, 2])
     parent = _start_driver(tmp_path, fake_fit["program"], config)
     try:
         _wait_for(lambda: len(fake_fit["events"]("start")) == 5, 120, "5 cells to start")
         time.sleep(0.5)  # let the last one settle into its sleep
-        os.killpg(parent.pid, signal.SIGINT)
+        if how == "ctrl_c":
+            os.killpg(parent.pid, signal.SIGINT)
+        else:
+            os.kill(parent.pid, signal.SIGTERM)
         rc = parent.wait(timeout=30)
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
     err = parent.stderr.read()
-    assert rc == 130, err[-2000:]
+    assert rc == (130 if how == "ctrl_c" else 143), err[-2000:]
     assert err.splitlines()[-1] == ("promptdiff: benchmark stop interrupted (3 cells finished, 0 failed, 2 stopped, "
                                     "1 not started); rerun the same command to resume")  # fmt: skip
     cfg = load(config)

@@ -36,7 +36,8 @@ cells.
 
 Each cell's process runs in a session of its own and, on Linux, dies with the benchmark. Ctrl-C
 stops the benchmark: the queued cells are cancelled, the running ones' process groups terminated,
-runs.json records the invocation as interrupted, and the command exits with status 130; rerunning
+runs.json records the invocation as interrupted, and the command exits with status 130 (SIGTERM, e.g. a
+preempted job: the same, status 143); rerunning
 the same command resumes.
 
 Outputs, under `<out_dir>/<name>` (`<name>_quick` with --quick): `cells/<method>/<family>/seed<s>.json`
@@ -61,6 +62,7 @@ import os
 import platform
 import shlex
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -299,6 +301,21 @@ def _stop(running: list[Running]) -> None:
             signal.signal(signal.SIGINT, previous)
 
 
+class Terminated(Exception):
+    """The benchmark received SIGTERM (e.g. the job it runs in was preempted): handled like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM (main thread only); returns the previous handler."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)  # the cell's session leader: its process group has its pid
@@ -332,6 +349,7 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
         log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo), workers=workers, threads=threads)
         bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
         queue, running = list(todo), []
+        previous_term = _on_sigterm(_terminate)
         try:
             while queue or running:
                 while queue and len(running) < workers:
@@ -347,7 +365,7 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
                         failed.append(r.cell)
                         log_file = r.cell.path.with_suffix(".log")
                         tqdm.write(f"cell {r.cell.label} failed: see {log_file}", file=sys.stderr)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as stop:
             _stop(running)
             bar.close()
             log.interrupted(stopped=len(running))
@@ -355,10 +373,12 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
             print(f"promptdiff: benchmark {cfg.name} interrupted ({e['cells_done']} cells finished, "
                   f"{e['cells_failed']} failed, {e['cells_stopped']} stopped, {e['cells_not_started']} not started); "
                   f"rerun the same command to resume", file=sys.stderr)  # fmt: skip
-            raise SystemExit(130) from None
+            raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)) from None
         except BaseException:  # an error here: no cell outlives the benchmark
             _stop(running)
             raise
+        finally:
+            _on_sigterm(previous_term)
         bar.close()
         log.close()
     outputs = write_tables(cfg, every)
