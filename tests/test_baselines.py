@@ -14,7 +14,7 @@ import yaml
 from promptdiff.cli.main import main
 from promptdiff.data.fewshot import FewShotDataModule
 from promptdiff.envs import get_family
-from promptdiff.methods import Adaptor, PromptDTFinetune, PromptTuningDT, SoftPrompt
+from promptdiff.methods import Adaptor, PromptDTFinetune, PromptDTPretrain, PromptTuningDT, SoftPrompt
 from promptdiff.methods.frozen_plm import load_frozen_plm
 from promptdiff.models import Prompt, PromptTokens
 
@@ -304,13 +304,17 @@ def test_prompt_quality_changes_the_starting_prompt_not_the_tuning_data(tmp_path
         FewShotDataModule(FAMILY, root=str(tmp_path), prompt_quality="expret")
 
 
-def test_cli_refuses_a_plm_of_another_family_of_the_same_size(tmp_path):
+def test_cli_refuses_a_plm_of_another_family_of_the_same_size(tmp_path, capsys):
     """Under `promptdiff fit` the PLM is checked against its OWN hyper-parameters (not the method's, which
     LightningCLI hands to every module built while the method is): cheetah_dir's PLM has cheetah_vel's sizes,
-    yet it is refused by name, before any data is read."""
-    with pytest.raises(Exception, match="pre-trained on family 'cheetah_dir', not 'cheetah_vel'"):
-        main(["fit", "--config", str(ROOT / "conf" / "baselines" / "prompt_dt.yaml"), "--trainer.max_steps", "0",
-              "--data.init_args.family", "cheetah_vel", "--data.init_args.root", str(tmp_path),
-              "--model.init_args.plm", str(ROOT / "datasets" / "cheetah_dir" / "plm.ckpt"),
-              "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    yet it is refused by name, in one line (exit 2), before any data is read."""
+    assert PromptDTPretrain.load_policy(str(ROOT / "datasets" / "cheetah_dir" / "plm.ckpt")).model.obs_dim == \
+        PromptDTPretrain.load_policy(str(ROOT / "datasets" / "cheetah_vel" / "plm.ckpt")).model.obs_dim  # fmt: skip
+    code = main(["fit", "--config", str(ROOT / "conf" / "baselines" / "prompt_dt.yaml"), "--trainer.max_steps", "0",
+                 "--data.init_args.family", "cheetah_vel", "--data.init_args.root", str(tmp_path),
+                 "--model.init_args.plm", str(ROOT / "datasets" / "cheetah_dir" / "plm.ckpt"),
+                 "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("promptdiff: error")]
+    assert code == 2 and len(errors) == 1, errors
+    assert "pre-trained on family 'cheetah_dir', not 'cheetah_vel'" in errors[0]
     assert not any(tmp_path.iterdir()), "nothing is written before the model is built"

@@ -1,7 +1,7 @@
 """Files and settings a hostile or careless user hands promptdiff: checkpoints that would run code when
-unpickled (refused by every loader before anything runs), a PLM of another family (refused through the
-command line even when its sizes fit), and settings that cannot work (refused in one line before any
-work starts)."""
+unpickled (refused by every loader before anything runs), diverged (non-finite) weights, and settings that
+cannot work (refused in one line before any work starts). A PLM of another family with the same sizes:
+tests/test_baselines.py."""
 
 import os
 import re
@@ -112,20 +112,6 @@ def test_a_non_finite_plm_is_refused_naming_the_weight(tmp_path):
         PromptDTPretrain.load_policy(str(tmp_path / "nan.ckpt"))
 
 
-def test_cli_refuses_a_same_size_plm_of_another_family(capsys, tmp_path):
-    """cheetah_vel's PLM has cheetah_dir's sizes: only its own hyper-parameters tell them apart, and LightningCLI's
-    hyper-parameter context must not overwrite them while the method loads it."""
-    other = ROOT / "datasets" / "cheetah_vel" / "plm.ckpt"
-    own = PromptDTPretrain.load_policy(str(ROOT / "datasets" / "cheetah_dir" / "plm.ckpt"))
-    assert PromptDTPretrain.load_policy(str(other)).model.obs_dim == own.model.obs_dim  # the sizes do fit
-    args = ["fit", "--config", str(ROOT / "conf" / "cheetah_dir.yaml"), "--model.init_args.plm", str(other),
-            "--data.init_args.root", str(tmp_path)]  # fmt: skip
-    assert main(args) == 2
-    err = _error_lines(capsys.readouterr().err)
-    assert len(err) == 1 and "pre-trained on family 'cheetah_vel', not 'cheetah_dir'" in err[0], err
-    assert not any(tmp_path.iterdir()), "work started before the PLM was checked"
-
-
 @pytest.mark.parametrize("args, expected", [
     (["--data.init_args.family", "point_robto"], "--data.init_args.family 'point_robto': unknown task family; "
                                                  "did you mean 'point_robot'?"),
@@ -156,3 +142,15 @@ def test_traceback_on_request(tmp_path):
     out = subprocess.run(["promptdiff", "fit", "--config", str(ROOT / "conf" / "point_robot.yaml"),
                           "--data.init_args.family", "point_robto"], capture_output=True, text=True, env=env, cwd=tmp_path)  # fmt: skip
     assert out.returncode != 0 and "Traceback" in out.stderr and "point_robto" in out.stderr
+
+
+def test_a_non_finite_stage1_diffuser_is_refused_naming_the_weight(tmp_path):
+    stage1 = PromptDiffuser("point_robot", plm=str(SHIPPED_PLM), split="train")
+    state = {k: v.clone() for k, v in stage1.state_dict().items() if k.startswith("diffusers.0.")}
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    torch.save({"state_dict": state}, tmp_path / "ok.ckpt")
+    assert PromptDiffuser("point_robot", plm=str(SHIPPED_PLM), init_diffuser=str(tmp_path / "ok.ckpt"))
+    state[name].view(-1)[0] = float("inf")
+    torch.save({"state_dict": state}, tmp_path / "inf.ckpt")
+    with pytest.raises(ValueError, match=f"weight '{name[len('diffusers.0.'):]}' holds NaN or inf"):
+        PromptDiffuser("point_robot", plm=str(SHIPPED_PLM), init_diffuser=str(tmp_path / "inf.ckpt"))

@@ -55,21 +55,23 @@ times; table.md reports it.
 from __future__ import annotations
 
 import csv
-import ctypes
+import functools
 import hashlib
 import json
 import os
 import platform
 import shlex
 import signal
-import threading
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from promptdiff.lifetime import arm_death_signal
 
 PROGRAM = (sys.executable, "-m", "promptdiff.cli.main")
 """The program every cell runs, followed by the cell's `fit` arguments (tests put a stand-in here)."""
@@ -263,17 +265,7 @@ def _remove_partial(cell: Cell) -> None:
 def _dies_with(parent: int):
     """On Linux, a `preexec_fn` that has the cell's process killed when the benchmark process dies (elsewhere None:
     such a process still never makes a done cell, since only the benchmark writes a cell's JSON)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def set_death_signal():
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # the benchmark died before the signal was set
-            os._exit(1)
-
-    return set_death_signal
+    return functools.partial(arm_death_signal, parent) if sys.platform.startswith("linux") else None
 
 
 def _stop(running: list[Running]) -> None:

@@ -154,3 +154,12 @@ def load_pickle(path: str | Path) -> Any:
     except Exception as err:  # noqa: BLE001 - pickle raises many types for corrupt input
         problem = f"not a readable pickle, corrupt or truncated ({_first_line(err)})"
         raise UnreadableFileError(path, problem) from None
+
+
+def first_non_finite(state: dict) -> str | None:
+    """The name of the first floating-point tensor in `state` (a state dict) holding NaN or inf, else None: a
+    diverged run's weights, refused by the loaders of PLMs and diffusers."""
+    import torch
+
+    return next((name for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point()
+                 and not torch.isfinite(value).all()), None)  # fmt: skip

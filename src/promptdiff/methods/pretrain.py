@@ -129,17 +129,17 @@ class PromptDTPretrain(L.LightningModule):
 
         from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
-        from promptdiff.safe_io import UnreadableFileError, load_checkpoint
+        from promptdiff.safe_io import UnreadableFileError, first_non_finite, load_checkpoint
 
         ck = load_checkpoint(checkpoint_path, what="PLM checkpoint", map_location=map_location)
         hp, weights = (ck.get("hyper_parameters"), ck.get("state_dict")) if isinstance(ck, dict) else (None, None)
         if not isinstance(hp, dict) or not isinstance(weights, dict) or "family" not in hp:
             raise UnreadableFileError(checkpoint_path, "not a PLM checkpoint (no pre-training hyper-parameters "
                                       "and state_dict)")  # fmt: skip
-        for name, tensor in weights.items():
-            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise UnreadableFileError(checkpoint_path, f"weight {name!r} holds NaN or inf (a diverged "
-                                          "pre-training run?); refusing it as a PLM")  # fmt: skip
+        bad = first_non_finite(weights)
+        if bad is not None:
+            raise UnreadableFileError(checkpoint_path, f"weight {bad!r} holds NaN or inf (a diverged pre-training "
+                                      "run?); refusing it as a PLM")  # fmt: skip
         accepted = inspect.signature(cls.__init__).parameters
         token = _given_hyperparameters.set(None)
         try:

@@ -42,7 +42,7 @@ from promptdiff.models.denoiser import PromptDenoiser
 from promptdiff.models.diffusion import GaussianDiffusion
 from promptdiff.optim import MODES, combine_gradients
 from promptdiff.prompt import Prompt
-from promptdiff.safe_io import load_checkpoint
+from promptdiff.safe_io import first_non_finite, load_checkpoint
 
 
 class PromptDiffuser(PromptTuningMethod):
@@ -131,9 +131,9 @@ class PromptDiffuser(PromptTuningMethod):
         weights = {k[len(prefix):]: v for k, v in (state or {}).items() if k.startswith(prefix)}
         if not weights:
             raise ValueError(f"init_diffuser checkpoint {path} holds no diffuser weights")
-        bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"init_diffuser checkpoint {path}: weight {bad[0]!r} holds NaN or inf (a diverged run?)")
+        bad = first_non_finite(weights)
+        if bad is not None:
+            raise ValueError(f"init_diffuser checkpoint {path}: weight {bad!r} holds NaN or inf (a diverged run?)")
         for d in self.diffusers:
             try:
                 d.load_state_dict(weights)

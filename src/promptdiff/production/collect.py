@@ -41,6 +41,7 @@ from promptdiff.data.hdf5_format import (
 )
 from promptdiff.envs import TaskFamily, get_family, make_env
 from promptdiff.envs.families import load_plugins
+from promptdiff.lifetime import die_with
 from promptdiff.production.experts import LearnedExpert, NoisyPolicy, RandomPolicy, scripted_expert
 
 GENERIC_DEFAULTS = {"episodes_per_task": 20, "prompt_episodes": 5, "qualities": ["expert"], "action_noise": 0.0,
@@ -247,39 +248,11 @@ def _one_thread():
 def _start_worker(parent: int) -> None:
     """Pool initializer: die with the parent, act single-threaded, load the plugins (so that a family of
     one's own unpickles here too)."""
-    _die_with(parent)
+    die_with(parent)
     import torch
 
     torch.set_num_threads(1)
     load_plugins()
-
-
-def _die_with(parent: int) -> None:
-    """End this process when `parent` dies, even by SIGKILL (which runs no cleanup in the parent).
-
-    Linux: the kernel sends SIGKILL when the thread that started this process ends (PR_SET_PDEATHSIG);
-    the pool starts its workers from the thread that consumes the results, which outlives the pool. A
-    daemon thread that watches the parent id backs it up, and stands alone elsewhere.
-    """
-    import signal
-    import threading
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def cpu_count() -> int:
