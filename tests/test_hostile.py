@@ -113,7 +113,7 @@ def test_a_non_finite_plm_is_refused_naming_the_weight(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--data.init_args.family", "point_robto"], "--data.init_args.family 'point_robto': unknown task family; "
+    (["--data.init_args.family", "point_robto"], "--data.init_args.family: unknown task family 'point_robto'; "
                                                  "did you mean 'point_robot'?"),
     (["--model.init_args.sample_steps", "0"], "--model.init_args.sample_steps 0: must be at least 1"),
     (["--data.init_args.batch_size", "-4"], "--data.init_args.batch_size -4: must be at least 1"),

@@ -389,9 +389,13 @@ def get_family(name: str | TaskFamily) -> TaskFamily:
     try:
         return FAMILIES[name]
     except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(FAMILIES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(
-            f"unknown task family {name!r}; known families: {', '.join(sorted(FAMILIES))} (a family of your own: "
-            f"name its module in {PLUGIN_VARIABLE} or with `promptdiff --plugin MODULE ...`)"
+            f"unknown task family {name!r}{hint} Known families: {', '.join(sorted(FAMILIES))} (a family of your "
+            f"own: name its module in {PLUGIN_VARIABLE} or with `promptdiff --plugin MODULE ...`)"
         ) from None
 
 
