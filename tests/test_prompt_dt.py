@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from promptdiff.prompt import Prompt
+from promptdiff.prompt import Prompt, PromptTokens
 from promptdiff.units import ACTION_PAD
 from promptdiff.models.prompt_dt import PromptDT, masked_action_mse
 
@@ -107,3 +107,33 @@ def test_gradients_reach_prompt_tensors(model):
     loss = model(**batch(2), prompt=p).pow(2).mean()
     loss.backward()
     assert p.states.grad is not None and p.states.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["prompt", "tokens", "empty", "none", "adapters"])
+def test_act_last_with_a_cached_prompt_equals_the_forward_pass(kind):
+    """`act_last` (prompt keys/values from `prompt_cache`, only the last action) is `forward(...)[:, -1]`, to float32
+    rounding, with left-padded windows and prompts, soft-prompt tokens, no prompt and adapters."""
+    torch.manual_seed(0)
+    model = PromptDT(5, 3, width=32, layers=3, mlp_width=64, context_length=6, prompt_length=4).eval()
+    B, K, L = 4, 6, 4
+    states, actions, rtg = torch.randn(B, K, 5), torch.rand(B, K, 3) * 2 - 1, torch.randn(B, K, 1)
+    timesteps, mask = torch.randint(0, 100, (B, K)), torch.ones(B, K)
+    mask[0, :4], mask[1, :1] = 0, 0
+    pmask = torch.ones(B, L)
+    pmask[2, :2] = 0
+    prompt = Prompt(torch.randn(B, L, 5), torch.rand(B, L, 3), torch.randn(B, L, 1), torch.randint(0, 100, (B, L)), pmask)
+    adapters = None
+    if kind == "tokens":
+        prompt = PromptTokens(torch.randn(B, 3 * L, 32), pmask)
+    elif kind == "empty":
+        prompt = Prompt.empty(5, 3, L, B)
+    elif kind == "none":
+        prompt = None
+    elif kind == "adapters":
+        adapters = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(32, 4), torch.nn.ReLU(), torch.nn.Linear(4, 32))
+                                       for _ in model.blocks)  # fmt: skip
+    with torch.no_grad():
+        full = model(states, actions, rtg, timesteps, mask, prompt=prompt, adapters=adapters)[:, -1]
+        cache = None if prompt is None else model.prompt_cache(prompt, adapters=adapters)
+        step = model.act_last(states, actions, rtg, timesteps, mask, cache, adapters=adapters)
+    torch.testing.assert_close(step, full, rtol=1e-5, atol=1e-6)

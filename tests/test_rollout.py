@@ -64,9 +64,9 @@ def stub_policy(fam, action):
 # -- (a) batched evaluator == sequential reference ------------------------------------------------
 
 
-def assert_same_episodes(batched, sequential, tasks):
+def assert_same_episodes(batched, sequential, tasks, rtol=1e-5):
     for t in tasks:
-        np.testing.assert_allclose(batched["tasks"][t]["returns"], sequential["tasks"][t]["returns"], rtol=1e-5)
+        np.testing.assert_allclose(batched["tasks"][t]["returns"], sequential["tasks"][t]["returns"], rtol=rtol)
         assert batched["tasks"][t]["lengths"] == sequential["tasks"][t]["lengths"]
     assert batched["env_steps"] == sequential["env_steps"]
 
@@ -92,7 +92,10 @@ def test_batched_equals_sequential_ant_with_early_terminations():
     policy, prompts = small_policy(fam, action_gain=10.0), random_prompts(fam, tasks)
     batched = evaluate(policy, fam.name, tasks, prompts, episodes=2, seed=1, card_root="/nonexistent")
     sequential = evaluate_sequential(policy, fam.name, tasks, prompts, episodes=2, seed=1, card_root="/nonexistent")
-    assert_same_episodes(batched, sequential, tasks)
+    # the same episodes; the policy's float32 matmuls round differently for 1 and 4 environments per call (kernel
+    # choice, thread split), which the falling ant's dynamics amplify: returns agree to 1e-3 (measured: 3e-5 with
+    # 1 thread, 2e-4 with 2), not bit for bit; per-step agreement of actions is tested on the shipped PLM below
+    assert_same_episodes(batched, sequential, tasks, rtol=1e-3)
     lengths = [n for t in tasks for n in batched["tasks"][t]["lengths"]]
     assert min(lengths) < fam.horizon, "no episode ended early: the test would not exercise early endings"
     assert len(set(lengths)) >= 2, "all episodes ended together: the test would not exercise early endings"
@@ -179,7 +182,8 @@ def test_act_record_protocol_is_enforced():
 
 
 def test_policy_matches_promptdt_forward_on_the_same_window():
-    """DTPolicy's action is exactly PromptDT's last prediction on the window it builds."""
+    """DTPolicy's action is PromptDT's last prediction on the window it builds (to float32 rounding: it acts step
+    by step, the prompt cached)."""
     fam = get_family("point_robot")
     policy = small_policy(fam)
     prompts = Prompt.cat(list(random_prompts(fam, [0, 1]).values()))
@@ -192,7 +196,7 @@ def test_policy_matches_promptdt_forward_on_the_same_window():
     window = {k: torch.from_numpy(v) for k, v in policy.window(np.arange(2)).items()}
     with torch.no_grad():
         expect = policy.model(**window, prompt=prompts)[:, -1].clamp(-1, 1).numpy()
-    np.testing.assert_allclose(policy._last_action, expect, rtol=1e-6)
+    np.testing.assert_allclose(policy._last_action, expect, rtol=1e-6, atol=1e-6)  # float32 rounding
     assert a.dtype == np.float32
 
 
@@ -263,3 +267,49 @@ def test_rollout_layer_does_not_import_lightning():
     code = ("import sys, promptdiff.rollout, promptdiff.rollout.evaluator as e, promptdiff.data.cards;"
             "assert not [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class CheckedPolicy(DTPolicy):
+    """A DTPolicy that, at every step, also runs the PLM's full forward pass on the same window and prompt and
+    records how far the step-by-step action (prompt cached, last action only) is from it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_diff, self.checked = 0.0, 0
+
+    def act(self, obs, active=None):
+        out = super().act(obs, active)
+        ids = np.flatnonzero(np.ones(self.n_envs, bool) if active is None else active)
+        window = {k: torch.from_numpy(v) for k, v in self.window(ids).items()}
+        prompt = None if self.prompts is None else self.prompts.index(torch.from_numpy(ids))
+        with torch.inference_mode():
+            full = self.model(**window, prompt=prompt)[:, -1].clamp(-1, 1).numpy()
+        self.max_diff = max(self.max_diff, float(np.abs(full - out[ids]).max()))
+        self.checked += len(ids)
+        return out
+
+
+@pytest.mark.parametrize("family", ["ant_dir", "point_robot"])
+def test_step_by_step_actions_equal_the_full_forward_over_whole_episodes(family):
+    """The shipped PLM acting step by step (prompt keys/values computed once, only the last action) gives the
+    full forward pass's actions to float32 rounding, over whole episodes: left padding (t < K), environments that
+    finish early (inactive rows, the cached prompt indexed), and beyond the context."""
+    from promptdiff.methods import PromptDTPretrain
+
+    plm = PromptDTPretrain.load_policy(f"datasets/{get_family(family).plm_name}/plm.ckpt")
+    fam = get_family(family)
+    policy = CheckedPolicy(plm.model, plm.units)
+    tasks = list(fam.test_tasks)[:3]
+    result = evaluate(policy, family, tasks, random_prompts(fam, tasks), 2, seed=0)
+    assert policy._stepwise and policy.checked == result["env_steps"] > 0
+    # environments ending at different steps: rows drop out while the others go on
+    n = 4
+    policy.reset(Prompt.cat(list(random_prompts(fam, range(n), seed=1).values())), np.full(n, 100.0), horizon=60)
+    rng = np.random.default_rng(0)
+    for step in range(60):
+        active = np.array([True, step < 10, step < 35, step % 2 == 0 or step < 25])
+        if not active.any():
+            break
+        policy.act(rng.normal(size=(n, fam.obs_dim)), active)
+        policy.record(rng.normal(size=n), active)
+    assert policy.max_diff < 1e-5, policy.max_diff

@@ -83,6 +83,12 @@ class PolicyModel(nn.Module):
     def forward(self, states, actions, returns_to_go, timesteps, mask, prompt=None) -> torch.Tensor:
         return self.plm(states, actions, returns_to_go, timesteps, mask, prompt=prompt, adapters=self.adapters)
 
+    def prompt_cache(self, prompt):
+        return self.plm.prompt_cache(prompt, adapters=self.adapters)
+
+    def act_last(self, states, actions, returns_to_go, timesteps, mask, cache=None) -> torch.Tensor:
+        return self.plm.act_last(states, actions, returns_to_go, timesteps, mask, cache, adapters=self.adapters)
+
 
 class PromptTuningMethod(L.LightningModule):
     """Base class of every prompt-tuning method on a frozen PLM (the contract: see the module docstring)."""

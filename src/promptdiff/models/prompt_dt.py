@@ -16,6 +16,8 @@ the output of one small module per transformer block to that block's output (ada
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,13 +36,35 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        """x (B, T, W); attn_bias (B, 1, T, T) additive: 0 where a query may look, very negative elsewhere."""
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, W) -> (B, heads, T, W / heads)."""
+        B, T, W = t.shape
+        return t.view(B, T, self.heads, W // self.heads).transpose(1, 2)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of tokens x (B, T, W), each (B, heads, T, W / heads)."""
+        W = x.shape[-1]
+        k, v = F.linear(x, self.qkv.weight[W:], self.qkv.bias[W:]).split(W, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, past: tuple | None = None,
+                last_only: bool = False) -> torch.Tensor:  # fmt: skip
+        """x (B, T, W); attn_bias (B, 1, T', S) additive: 0 where a query may look, very negative elsewhere.
+
+        past: keys and values (B, heads, P, W / heads) of P earlier tokens (a cached prompt), put before x's own:
+        S = P + T. last_only: only the last token's output (T' = 1), e.g. when only the last action is needed.
+        """
         B, T, W = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        if past is None and not last_only:
+            q, k, v = (self._heads(t) for t in self.qkv(x).split(W, dim=-1))
+        else:
+            k, v = self.keys_values(x)
+            q = self._heads(F.linear(x[:, -1:] if last_only else x, self.qkv.weight[:W], self.qkv.bias[:W]))
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
                                            dropout_p=self.dropout if self.training else 0.0)  # fmt: skip
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, W)))
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, q.shape[2], W)))
 
 
 class Block(nn.Module):
@@ -53,9 +77,25 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.ReLU(), nn.Linear(mlp_width, width), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attn_bias)
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, past: tuple | None = None,
+                last_only: bool = False) -> torch.Tensor:  # fmt: skip
+        """See `CausalSelfAttention.forward` for `past` and `last_only` (then the output is (B, 1, W))."""
+        x = (x[:, -1:] if last_only else x) + self.attn(self.ln1(x), attn_bias, past, last_only)
         return x + self.mlp(self.ln2(x))
+
+
+@dataclass
+class PromptCache:
+    """A prompt as every block of one PLM sees it: the keys and values of its 3 L tokens per block,
+    keys/values (P, blocks, heads, 3 L, W / heads), and its token mask (P, 3 L)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    token_mask: torch.Tensor
+
+    def index(self, idx) -> "PromptCache":
+        """Select prompts (rows) by index."""
+        return PromptCache(self.keys[idx], self.values[idx], self.token_mask[idx])
 
 
 class _StepEmbedding(nn.Module):
@@ -133,12 +173,59 @@ class PromptDT(nn.Module):
         state_tokens = x[:, -3 * K :][:, 1::3]
         return self.action_head(state_tokens)
 
+    # -- acting step by step: the prompt computed once, only the last action --------------------
+    def prompt_cache(self, prompt: Prompt | PromptTokens, adapters: nn.ModuleList | None = None) -> PromptCache:
+        """The prompt's keys and values at every block. The prompt's tokens come first and attend only to each
+        other, so they are the same at every step of an episode: `act_last` reuses them instead of recomputing
+        the prompt with every window."""
+        p_tokens = prompt.tokens if isinstance(prompt, PromptTokens) else self.embed_prompt(prompt).tokens
+        token_mask = prompt.mask.to(p_tokens.dtype).repeat_interleave(3, dim=1)
+        x = self.embed_drop(p_tokens)
+        bias = self._attention_bias(token_mask, x.dtype)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            k, v = block.attn.keys_values(block.ln1(x))
+            keys.append(k)
+            values.append(v)
+            if i + 1 < len(self.blocks) or adapters is not None:
+                x = block(x, bias)
+                if adapters is not None:
+                    x = x + adapters[i](x)
+        return PromptCache(torch.stack(keys, dim=1), torch.stack(values, dim=1), token_mask)
+
+    def act_last(self, states, actions, returns_to_go, timesteps, mask, cache: PromptCache | None = None,
+                 adapters: nn.ModuleList | None = None) -> torch.Tensor:  # fmt: skip
+        """The action (B, act_dim) at the last step of each window: `forward(...)[:, -1]` with the prompt taken
+        from `cache` and no work spent on what that action does not depend on (the last step's action token;
+        the last block's queries, MLP and head for every token but the last state token)."""
+        B, K = states.shape[:2]
+        x = self.embed_ln(self.embed(states, actions, returns_to_go, timesteps))[:, :-1]  # up to the last state
+        token_mask = mask.to(x.dtype).repeat_interleave(3, dim=1)[:, :-1]
+        bias = self._attention_bias(token_mask, x.dtype)
+        if cache is not None:
+            prompt_bias = self._attention_bias(cache.token_mask, x.dtype, queries=x.shape[1], causal=False)
+            bias = torch.cat([prompt_bias, bias], dim=-1)
+        x = self.embed_drop(x)
+        n = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            last = i == n - 1
+            past = None if cache is None else (cache.keys[:, i], cache.values[:, i])
+            x = block(x, bias[:, :, -1:] if last else bias, past, last_only=last)
+            if adapters is not None:
+                x = x + adapters[i](x)
+        return self.action_head(self.final_ln(x[:, -1]))
+
     @staticmethod
-    def _attention_bias(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(B, 1, T, T) additive bias: causal, and padded keys hidden (never -inf: no NaN rows)."""
+    def _attention_bias(token_mask: torch.Tensor, dtype: torch.dtype, queries: int | None = None,
+                        causal: bool = True) -> torch.Tensor:  # fmt: skip
+        """(B, 1, queries, T) additive bias over keys with `token_mask` (B, T): padded keys hidden and, when
+        `causal` (queries = the same T tokens), key j hidden from query i < j; never -inf (no NaN rows)."""
         T = token_mask.shape[1]
-        causal = torch.ones(T, T, dtype=torch.bool, device=token_mask.device).tril()
-        allowed = causal[None] & token_mask.bool()[:, None, :]
+        allowed = token_mask.bool()[:, None, :]
+        if causal:
+            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=token_mask.device).tril()[None]
+        else:
+            allowed = allowed.expand(-1, T if queries is None else queries, -1)
         bias = torch.zeros(allowed.shape, dtype=dtype, device=token_mask.device)
         return bias.masked_fill(~allowed, torch.finfo(dtype).min / 2)[:, None]
 

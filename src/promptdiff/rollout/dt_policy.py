@@ -29,6 +29,12 @@ the PLM's units (`promptdiff.units.PLMUnits`):
 Windows shorter than K (t < K - 1) are LEFT-padded with state 0, action ACTION_PAD, return-to-go
 0, timestep 0 and mask 0, the same convention as the prompt (see `promptdiff.prompt`).
 The action returned is the model's prediction at step t, clipped to [-1, 1].
+
+A `PromptDT` (or a module with its `prompt_cache` and `act_last`) is driven step by step: the
+prompt's keys and values are computed once per episode (the prompt attends only to itself, so they
+never change), and each step computes only what the last action depends on; the actions equal the
+full forward pass's last prediction to float32 rounding (tests/test_rollout.py). Any other module
+gets the full forward pass.
 """
 
 from __future__ import annotations
@@ -87,6 +93,12 @@ class DTPolicy:
                 raise ValueError(f"{prompts.batch_size} prompts for {n} environments")
             prompts = prompts.to(self.device)
         self.prompts = prompts
+        # a PLM that can act step by step (`prompt_cache`, `act_last`) computes the prompt once per episode
+        self._stepwise = hasattr(self.model, "act_last") and hasattr(self.model, "prompt_cache")
+        self._cache = None
+        if self._stepwise and prompts is not None:
+            with torch.inference_mode():
+                self._cache = self.model.prompt_cache(prompts)
         self.n_envs = n
         cap = int(horizon) if horizon is not None else self.horizon
         act_dim = self.act_dim
@@ -152,11 +164,14 @@ class DTPolicy:
         self._steps[ids] = t + 1
 
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in self.window(ids).items()}
-        prompt = self.prompts
+        prompt = self._cache if self._stepwise else self.prompts
         if prompt is not None and ids.size < self.n_envs:
             prompt = prompt.index(torch.from_numpy(ids).to(self.device))
         with torch.inference_mode():
-            pred = self.model(**inputs, prompt=prompt)[:, -1]
+            if self._stepwise:
+                pred = self.model.act_last(**inputs, cache=prompt)
+            else:
+                pred = self.model(**inputs, prompt=prompt)[:, -1]
         action = np.clip(pred.float().cpu().numpy(), -1.0, 1.0)
         out[ids] = action
         self._last_action[ids] = action
