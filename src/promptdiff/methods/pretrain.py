@@ -22,7 +22,8 @@ from promptdiff.units import PLMUnits
 class PromptDTPretrain(L.LightningModule):
     def __init__(self, family: str, width: int = 128, layers: int = 3, heads: int = 1, mlp_width: int = 512,
                  dropout: float = 0.1, context_length: int = 20, prompt_length: int = 5, max_timestep: int = 1000,
-                 lr: float = 1e-4, weight_decay: float = 1e-4, warmup_steps: int = 10_000):  # fmt: skip
+                 lr: float = 1e-4, weight_decay: float = 1e-4, warmup_steps: int = 10_000,
+                 compile: bool = False):  # fmt: skip
         """
         Args:
             family: task family; fixes observation/action sizes, return scale and target.
@@ -32,6 +33,10 @@ class PromptDTPretrain(L.LightningModule):
             max_timestep: size of the timestep embedding table.
             lr, weight_decay: AdamW settings.
             warmup_steps: linear warm-up of the learning rate from 0.
+            compile: run the PLM's forward pass through `torch.compile` (inductor) in training and in the
+                evaluator. Off by default: on the 2-core development CPU it made a step slower, after 40-60 s
+                of compilation (docs/benchmarks.md); measure on your hardware with
+                `benchmarks/plm_step_vs_reference.py --compile`.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -43,6 +48,8 @@ class PromptDTPretrain(L.LightningModule):
         self.register_buffer("state_mean", torch.zeros(fam.obs_dim))
         self.register_buffer("state_std", torch.ones(fam.obs_dim))
         self._units: PLMUnits | None = None
+        # a compiled function, not a module: the checkpoint keeps the model's own parameter names
+        self._compiled_forward = torch.compile(self.model.forward) if compile else None
 
     # -- the PLM's units travel with the checkpoint --------------------------------------------
     @property
@@ -74,7 +81,7 @@ class PromptDTPretrain(L.LightningModule):
     # -- training ------------------------------------------------------------------------------
     def model_step(self, batch: dict) -> torch.Tensor:
         seg = batch["segment"]
-        pred = self.model(seg["states"], seg["actions"], seg["returns_to_go"], seg["timesteps"], seg["mask"],
+        pred = (self._compiled_forward or self.model)(seg["states"], seg["actions"], seg["returns_to_go"], seg["timesteps"], seg["mask"],
                           prompt=batch["prompt"])  # fmt: skip
         return masked_action_mse(pred, seg["actions"], seg["mask"])
 
@@ -114,7 +121,7 @@ class PromptDTPretrain(L.LightningModule):
         """The policy as the batched evaluator drives it (puts the model in eval mode)."""
         from promptdiff.rollout import DTPolicy
 
-        return DTPolicy(self.model, self.units, device=self.device)
+        return DTPolicy(self.model, self.units, device=self.device, compile=self.hparams.compile)
 
     @classmethod
     def load_policy(cls, checkpoint_path: str, map_location="cpu") -> "PromptDTPretrain":

@@ -48,20 +48,23 @@ class CausalSelfAttention(nn.Module):
         return self._heads(k), self._heads(v)
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, past: tuple | None = None,
-                last_only: bool = False) -> torch.Tensor:  # fmt: skip
-        """x (B, T, W); attn_bias (B, 1, T', S) additive: 0 where a query may look, very negative elsewhere.
+                queries: slice | None = None) -> torch.Tensor:  # fmt: skip
+        """x (B, T, W); attn_bias (B, 1, T, S) additive: 0 where a query may look, very negative elsewhere.
 
         past: keys and values (B, heads, P, W / heads) of P earlier tokens (a cached prompt), put before x's own:
-        S = P + T. last_only: only the last token's output (T' = 1), e.g. when only the last action is needed.
+        S = P + T. queries: the positions of x whose outputs are wanted (all when None), e.g. only the tokens a
+        loss or an action is read from; every token still serves as a key and value. -> (B, T', W), T' queries.
         """
         B, T, W = x.shape
-        if past is None and not last_only:
+        if past is None and queries is None:
             q, k, v = (self._heads(t) for t in self.qkv(x).split(W, dim=-1))
         else:
             k, v = self.keys_values(x)
-            q = self._heads(F.linear(x[:, -1:] if last_only else x, self.qkv.weight[:W], self.qkv.bias[:W]))
+            q = self._heads(F.linear(x if queries is None else x[:, queries], self.qkv.weight[:W], self.qkv.bias[:W]))
             if past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            if queries is not None:
+                attn_bias = attn_bias[:, :, queries]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
                                            dropout_p=self.dropout if self.training else 0.0)  # fmt: skip
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, q.shape[2], W)))
@@ -78,9 +81,9 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.ReLU(), nn.Linear(mlp_width, width), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, past: tuple | None = None,
-                last_only: bool = False) -> torch.Tensor:  # fmt: skip
-        """See `CausalSelfAttention.forward` for `past` and `last_only` (then the output is (B, 1, W))."""
-        x = (x[:, -1:] if last_only else x) + self.attn(self.ln1(x), attn_bias, past, last_only)
+                queries: slice | None = None) -> torch.Tensor:  # fmt: skip
+        """See `CausalSelfAttention.forward` for `past` and `queries` (then the output holds those positions only)."""
+        x = (x if queries is None else x[:, queries]) + self.attn(self.ln1(x), attn_bias, past, queries)
         return x + self.mlp(self.ln2(x))
 
 
@@ -152,10 +155,13 @@ class PromptDT(nn.Module):
         """Predicted actions (B, K, act_dim), one per step, from the state token of that step.
 
         adapters: one module per block; block i's output x becomes x + adapters[i](x).
+        No work is spent on what no prediction reads: the last step's action token is left out (no token
+        after it looks at it), and the last block computes queries, MLP and output only at the main
+        sequence's state tokens (every token still gives it keys and values).
         """
         B, K = states.shape[:2]
-        tokens = self.embed_ln(self.embed(states, actions, returns_to_go, timesteps))
-        token_mask = mask.repeat_interleave(3, dim=1)
+        tokens = self.embed_ln(self.embed(states, actions, returns_to_go, timesteps))[:, :-1]
+        token_mask = mask.repeat_interleave(3, dim=1)[:, :-1]
         if prompt is not None:
             prompt = prompt.expand(B)
             p_tokens = prompt.tokens if isinstance(prompt, PromptTokens) else self.embed_prompt(prompt).tokens
@@ -165,13 +171,13 @@ class PromptDT(nn.Module):
         bias = self._attention_bias(token_mask, x.dtype)
         if adapters is not None and len(adapters) != len(self.blocks):
             raise ValueError(f"{len(adapters)} adapters for {len(self.blocks)} transformer blocks")
+        n = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            x = block(x, bias)
+            # the last block only where actions are read: the main sequence's state tokens (3 K - 1 tokens here)
+            x = block(x, bias, queries=slice(x.shape[1] - 3 * K + 2, None, 3) if i == n - 1 else None)
             if adapters is not None:
                 x = x + adapters[i](x)
-        x = self.final_ln(x)
-        state_tokens = x[:, -3 * K :][:, 1::3]
-        return self.action_head(state_tokens)
+        return self.action_head(self.final_ln(x))
 
     # -- acting step by step: the prompt computed once, only the last action --------------------
     def prompt_cache(self, prompt: Prompt | PromptTokens, adapters: nn.ModuleList | None = None) -> PromptCache:
@@ -197,8 +203,8 @@ class PromptDT(nn.Module):
                  adapters: nn.ModuleList | None = None) -> torch.Tensor:  # fmt: skip
         """The action (B, act_dim) at the last step of each window: `forward(...)[:, -1]` with the prompt taken
         from `cache` and no work spent on what that action does not depend on (the last step's action token;
-        the last block's queries, MLP and head for every token but the last state token)."""
-        B, K = states.shape[:2]
+        the last block's queries, MLP and head for every token but the last state token). Windows may be shorter
+        than K: leading steps that are padding in every row change nothing and may be left out."""
         x = self.embed_ln(self.embed(states, actions, returns_to_go, timesteps))[:, :-1]  # up to the last state
         token_mask = mask.to(x.dtype).repeat_interleave(3, dim=1)[:, :-1]
         bias = self._attention_bias(token_mask, x.dtype)
@@ -210,7 +216,7 @@ class PromptDT(nn.Module):
         for i, block in enumerate(self.blocks):
             last = i == n - 1
             past = None if cache is None else (cache.keys[:, i], cache.values[:, i])
-            x = block(x, bias[:, :, -1:] if last else bias, past, last_only=last)
+            x = block(x, bias, past, queries=slice(-1, None) if last else None)
             if adapters is not None:
                 x = x + adapters[i](x)
         return self.action_head(self.final_ln(x[:, -1]))

@@ -32,7 +32,8 @@ The action returned is the model's prediction at step t, clipped to [-1, 1].
 
 A `PromptDT` (or a module with its `prompt_cache` and `act_last`) is driven step by step: the
 prompt's keys and values are computed once per episode (the prompt attends only to itself, so they
-never change), and each step computes only what the last action depends on; the actions equal the
+never change), and each step computes only what the last action depends on (no window steps that
+are padding in every row, early in the episodes); the actions equal the
 full forward pass's last prediction to float32 rounding (tests/test_rollout.py). Any other module
 gets the full forward pass.
 """
@@ -58,10 +59,13 @@ class DTPolicy:
         device: where the forward pass runs.
         horizon: default capacity of the history buffers (steps per episode); `reset` may
             override it. The buffers grow if an episode runs longer.
+        compile: run the model's step (`act_last`, or the forward pass) through `torch.compile`, with dynamic
+            batch sizes (envs leave the batch when their episodes end). Off by default: no faster on the
+            2-core development CPU, and it costs 20-25 s of compilation (docs/benchmarks.md).
     """
 
     def __init__(self, model: nn.Module, units: PLMUnits, device: str | torch.device = "cpu",
-                 horizon: int | None = None):  # fmt: skip
+                 horizon: int | None = None, compile: bool = False):  # fmt: skip
         if units.state_mean is None:
             raise ValueError("DTPolicy needs units with state statistics (the PLM's)")
         self.device = torch.device(device)
@@ -74,6 +78,12 @@ class DTPolicy:
         self.rtg_scale = units.rtg_scale
         self.horizon = int(horizon) if horizon is not None else self.max_timestep
         self.n_envs = 0
+        # a PLM that can act step by step (`prompt_cache`, `act_last`) computes the prompt once per episode
+        self._stepwise = hasattr(model, "act_last") and hasattr(model, "prompt_cache")
+        self._step_fn = self.model.act_last if self._stepwise else self.model
+        self.compiled = compile
+        if compile:
+            self._step_fn = torch.compile(self._step_fn, dynamic=None)
 
     # -- episode state ----------------------------------------------------------------------
 
@@ -93,8 +103,6 @@ class DTPolicy:
                 raise ValueError(f"{prompts.batch_size} prompts for {n} environments")
             prompts = prompts.to(self.device)
         self.prompts = prompts
-        # a PLM that can act step by step (`prompt_cache`, `act_last`) computes the prompt once per episode
-        self._stepwise = hasattr(self.model, "act_last") and hasattr(self.model, "prompt_cache")
         self._cache = None
         if self._stepwise and prompts is not None:
             with torch.inference_mode():
@@ -163,15 +171,20 @@ class DTPolicy:
         self._actions[ids, t] = 0.0  # the current step's action slot
         self._steps[ids] = t + 1
 
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in self.window(ids).items()}
+        window = self.window(ids)
+        if self._stepwise and not self.compiled:  # (inductor fails on a window length that varies)
+            # steps that are padding in every window (early in episodes begun together) change no action
+            keep = min(self.context_length, int(t.max()) + 1)
+            window = {k: v[:, -keep:] for k, v in window.items()}
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in window.items()}
         prompt = self._cache if self._stepwise else self.prompts
         if prompt is not None and ids.size < self.n_envs:
             prompt = prompt.index(torch.from_numpy(ids).to(self.device))
         with torch.inference_mode():
             if self._stepwise:
-                pred = self.model.act_last(**inputs, cache=prompt)
+                pred = self._step_fn(**inputs, cache=prompt)
             else:
-                pred = self.model(**inputs, prompt=prompt)[:, -1]
+                pred = self._step_fn(**inputs, prompt=prompt)[:, -1]
         action = np.clip(pred.float().cpu().numpy(), -1.0, 1.0)
         out[ids] = action
         self._last_action[ids] = action
