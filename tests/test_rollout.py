@@ -313,3 +313,28 @@ def test_step_by_step_actions_equal_the_full_forward_over_whole_episodes(family)
         policy.act(rng.normal(size=(n, fam.obs_dim)), active)
         policy.record(rng.normal(size=n), active)
     assert policy.max_diff < 1e-5, policy.max_diff
+
+
+def test_bf16_policy_acts_within_bfloat16_rounding_of_float32():
+    """precision="bf16" runs the shipped PLM's steps under bfloat16 autocast: actions move by bfloat16 rounding
+    (3 significant digits), not more; anything but "32"/"bf16" is refused."""
+    from promptdiff.methods import PromptDTPretrain
+
+    fam = get_family("ant_dir")
+    plm = PromptDTPretrain.load_policy(f"datasets/{fam.plm_name}/plm.ckpt")
+    prompts = Prompt.cat(list(random_prompts(fam, [0, 1, 2]).values()))
+    rng = np.random.default_rng(0)
+    obs = [rng.normal(size=(3, fam.obs_dim)) * 0.3 for _ in range(25)]
+    actions = {}
+    for precision in ("32", "bf16"):
+        policy = DTPolicy(plm.model, plm.units, precision=precision)
+        policy.reset(prompts, np.full(3, 500.0), horizon=fam.horizon)
+        out = []
+        for o in obs:
+            out.append(policy.act(o))
+            policy.record(np.ones(3))
+        actions[precision] = np.stack(out)
+    diff = np.abs(actions["bf16"] - actions["32"])
+    assert 0 < diff.max() < 0.02, diff.max()  # 0.005 measured
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        DTPolicy(plm.model, plm.units, precision="fp16")

@@ -51,7 +51,7 @@ from promptdiff.rollout.evaluator import summarise
 class RolloutCallback(L.Callback):
     def __init__(self, every_n_val_epochs: int = 1, episodes: int = 20, seed: int = 0, prompt_seed: int = 0,
                  card_root: str | None = None, vectorization: str = "sync", final_table: bool = False,
-                 final_json: str | None = None, primary_only: bool = False):  # fmt: skip
+                 final_json: str | None = None, primary_only: bool = False, precision: str = "32"):  # fmt: skip
         """
         Args:
             every_n_val_epochs: evaluate after every n-th validation epoch.
@@ -64,13 +64,22 @@ class RolloutCallback(L.Callback):
                 write it to <log_dir>/rollout_final.json.
             final_json: write the final summary to this file instead (also without a logger).
             primary_only: evaluate only the method's own prompt set (`module.primary_set`).
+            precision: "32" or "bf16": the policy's steps under bfloat16 autocast (for GPUs; see `DTPolicy`).
         """
         super().__init__()
         self.every, self.episodes, self.seed, self.prompt_seed = every_n_val_epochs, episodes, seed, prompt_seed
         self.card_root, self.vectorization, self.final_table = card_root, vectorization, final_table
         self.final_json, self.primary_only = final_json, primary_only
+        if str(precision) not in ("32", "bf16"):
+            raise ValueError(f"RolloutCallback precision {precision!r}: expected '32' or 'bf16'")
+        self.precision = str(precision)
         self._val_epochs = 0
         self.last: dict | None = None
+
+    def _policy(self, module: L.LightningModule, task: int | None = None):
+        policy = targets.policy(module, task)
+        policy.precision = self.precision
+        return policy
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -169,11 +178,11 @@ class RolloutCallback(L.Callback):
             kw = dict(card_root=self._card_root(trainer), vectorization=self.vectorization, episode_ids=mine,
                       seed=self.seed)  # fmt: skip
             if getattr(module, "policy_per_task", False):
-                results = [evaluate(targets.policy(module, t), family, [t], {t: prompts[t]}, len(mine), **kw) for t in tasks]
+                results = [evaluate(self._policy(module, t), family, [t], {t: prompts[t]}, len(mine), **kw) for t in tasks]
                 per = {t: r["tasks"][t] for t, r in zip(tasks, results)}
                 calls += sum(r["policy_calls"] for r in results)
             else:
-                result = evaluate(targets.policy(module), family, tasks, prompts, len(mine), **kw)
+                result = evaluate(self._policy(module), family, tasks, prompts, len(mine), **kw)
                 per, calls = result["tasks"], calls + result["policy_calls"]
             for j, t in enumerate(tasks):
                 played[j, mine, 0] = torch.tensor(per[t]["returns"], dtype=torch.float64)

@@ -40,6 +40,8 @@ gets the full forward pass.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,10 +64,12 @@ class DTPolicy:
         compile: run the model's step (`act_last`, or the forward pass) through `torch.compile`, with dynamic
             batch sizes (envs leave the batch when their episodes end). Off by default: no faster on the
             2-core development CPU, and it costs 20-25 s of compilation (docs/benchmarks.md).
+        precision: "32" (float32) or "bf16" (the policy's steps under bfloat16 autocast: for GPUs; on a CPU
+            without bfloat16 units it is slower). Actions then differ from float32 by bfloat16 rounding.
     """
 
     def __init__(self, model: nn.Module, units: PLMUnits, device: str | torch.device = "cpu",
-                 horizon: int | None = None, compile: bool = False):  # fmt: skip
+                 horizon: int | None = None, compile: bool = False, precision: str = "32"):  # fmt: skip
         if units.state_mean is None:
             raise ValueError("DTPolicy needs units with state statistics (the PLM's)")
         self.device = torch.device(device)
@@ -78,12 +82,29 @@ class DTPolicy:
         self.rtg_scale = units.rtg_scale
         self.horizon = int(horizon) if horizon is not None else self.max_timestep
         self.n_envs = 0
+        self.precision = precision
         # a PLM that can act step by step (`prompt_cache`, `act_last`) computes the prompt once per episode
         self._stepwise = hasattr(model, "act_last") and hasattr(model, "prompt_cache")
         self._step_fn = self.model.act_last if self._stepwise else self.model
         self.compiled = compile
         if compile:
             self._step_fn = torch.compile(self._step_fn, dynamic=None)
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if str(value) not in ("32", "bf16"):
+            raise ValueError(f"precision {value!r}: expected '32' or 'bf16'")
+        self._precision = str(value)
+
+    @contextlib.contextmanager
+    def _no_grad(self):
+        """Inference mode, under bfloat16 autocast when precision is bf16."""
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self._precision == "bf16"):
+            yield
 
     # -- episode state ----------------------------------------------------------------------
 
@@ -105,7 +126,7 @@ class DTPolicy:
         self.prompts = prompts
         self._cache = None
         if self._stepwise and prompts is not None:
-            with torch.inference_mode():
+            with self._no_grad():
                 self._cache = self.model.prompt_cache(prompts)
         self.n_envs = n
         cap = int(horizon) if horizon is not None else self.horizon
@@ -180,7 +201,7 @@ class DTPolicy:
         prompt = self._cache if self._stepwise else self.prompts
         if prompt is not None and ids.size < self.n_envs:
             prompt = prompt.index(torch.from_numpy(ids).to(self.device))
-        with torch.inference_mode():
+        with self._no_grad():
             if self._stepwise:
                 pred = self._step_fn(**inputs, cache=prompt)
             else:
