@@ -318,3 +318,19 @@ def test_cli_refuses_a_plm_of_another_family_of_the_same_size(tmp_path, capsys):
     assert code == 2 and len(errors) == 1, errors
     assert "pre-trained on family 'cheetah_dir', not 'cheetah_vel'" in errors[0]
     assert not any(tmp_path.iterdir()), "nothing is written before the model is built"
+
+
+@pytest.mark.parametrize("layout", [["--trainer.devices", "2"], ["--trainer.num_nodes", "2"]], ids=["devices", "nodes"])
+def test_prompt_tuning_dt_refuses_more_than_one_process(layout, tmp_path, capsys):
+    """Prompt-Tuning DT's rank-optimiser step is no gradient DDP could average: `fit` over 2 devices or 2 nodes
+    stops in one line (exit 2) before any process is started, while a gradient method passes the same check."""
+    out = tmp_path / "final.json"
+    code = main(["fit", "--config", str(ROOT / "conf" / "baselines" / "prompt_tuning_dt.yaml"), "--trainer.max_steps",
+                 "2", "--trainer.strategy", "ddp", *layout, *fit_args(tmp_path, out, 1)])  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("promptdiff: error")]
+    assert code == 2 and len(errors) == 1, errors
+    assert "PromptTuningDT runs in one process only" in errors[0] and "2 processes" in errors[0]
+    assert not out.exists()
+    module = PromptTuningDT(FAMILY)
+    module.check_processes(1)  # one process is fine
+    SoftPrompt(FAMILY).check_processes(2)  # a gradient method under DDP is fine

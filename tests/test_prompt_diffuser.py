@@ -52,6 +52,21 @@ def _image_tags(event_file: Path) -> set[str]:
     return set(acc.Tags()["images"])
 
 
+def _final_scalars(runs: Path) -> dict[str, tuple[int, float]]:
+    """tag -> (step, value) of every rollout_final/ scalar in the run's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for event_file in runs.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith("rollout_final/"):
+                (event,) = acc.Scalars(tag)
+                out[tag] = (event.step, event.value)
+    return out
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shrunk_config_fits_and_compares_prompts(family, tmp_path, capsys):
     tiny_data(family, tmp_path / "data")
@@ -74,6 +89,13 @@ def test_shrunk_config_fits_and_compares_prompts(family, tmp_path, capsys):
     final = json.loads(next((tmp_path / "runs").rglob("rollout_final.json")).read_text())
     assert set(final["sets"]) == {"generated", "expert"}
     assert set(final["sets"]["generated"]["tasks"]) == {str(t) for t in fam.test_tasks}
+    # the final evaluation is in TensorBoard too, with the JSON's numbers, at the last step
+    logged = _final_scalars(tmp_path / "runs")
+    for which in ("generated", "expert"):
+        assert logged[f"rollout_final/return_mean/{which}"] == (2, pytest.approx(final["sets"][which]["return_mean"]))
+        for t in fam.test_tasks:
+            value = final["sets"][which]["tasks"][str(t)]["return_mean"]
+            assert logged[f"rollout_final/return_task{t}/{which}"] == (2, pytest.approx(value))
 
     module = PromptDiffuser.load_from_checkpoint(str(tmp_path / "ckpt" / "last.ckpt"))
     assert len(module.diffusers) == len(fam.test_tasks)

@@ -338,3 +338,17 @@ def test_bf16_policy_acts_within_bfloat16_rounding_of_float32():
     assert 0 < diff.max() < 0.02, diff.max()  # 0.005 measured
     with pytest.raises(ValueError, match="precision 'fp16'"):
         DTPolicy(plm.model, plm.units, precision="fp16")
+
+
+def test_progress_bar_only_when_asked(capsys):
+    fam = get_family("point_robot")
+    tasks = [3, 11]
+    policy, prompts = small_policy(fam), random_prompts(fam, tasks)
+    quiet = evaluate(policy, fam.name, tasks, prompts, episodes=2, card_root="/nonexistent")
+    assert capsys.readouterr().err == ""
+    shown = evaluate(policy, fam.name, tasks, prompts, episodes=2, card_root="/nonexistent",
+                     progress="final rollout (expert prompt)")  # fmt: skip
+    err = capsys.readouterr().err
+    assert "final rollout (expert prompt)" in err and f"/{fam.horizon} " in err  # a bar over the episode steps
+    for t in tasks:  # the bar changes nothing
+        assert shown["tasks"][t]["returns"] == quiet["tasks"][t]["returns"]

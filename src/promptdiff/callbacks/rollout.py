@@ -18,7 +18,8 @@ returns, their mean and std, the normalised score, the success rate), the same t
 written to JSON.
 
 With `final_table` the callback also evaluates once at the end of `fit`, prints per test task
-the return of every prompt set side by side, and writes `<log_dir>/rollout_final.json` (or the
+the return of every prompt set side by side, logs the same numbers to the trainer's loggers under
+`rollout_final/...` (at the last step) and writes `<log_dir>/rollout_final.json` (or the
 file `final_json` names, also without a logger). The summary names the method's own set
 (`primary`) and its number of tuned parameters; `primary_only` evaluates that set alone (the
 benchmark runs the expert prompt as its own method).
@@ -29,7 +30,8 @@ the same as one batched evaluation would give.
 
 Under DDP the episodes are split across ranks (rank r plays episodes r, r + world, ...); the
 per-episode results are reduced and summarised once, so every rank logs the same numbers and a
-ModelCheckpoint can monitor them. In `promptdiff test` the same evaluation runs once and the summary is also
+ModelCheckpoint can monitor them. Rank 0 shows a progress bar over each evaluation's steps when the
+trainer shows its own. In `promptdiff test` the same evaluation runs once and the summary is also
 written as JSON to `<log_dir>/rollout_test.json`.
 """
 
@@ -75,6 +77,7 @@ class RolloutCallback(L.Callback):
         self.precision = str(precision)
         self._val_epochs = 0
         self.last: dict | None = None
+        self._last_sets: tuple[list[int], dict, bool] | None = None  # tasks, results per set, prompt tuning?
 
     def _policy(self, module: L.LightningModule, task: int | None = None):
         policy = targets.policy(module, task)
@@ -102,6 +105,10 @@ class RolloutCallback(L.Callback):
         summary = self._run(trainer, module, prefix=None)
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
+            # module.log is closed once fit ends: the final numbers go to the loggers directly
+            for logger in trainer.loggers:
+                logger.log_metrics(self.last_metrics("rollout_final"), step=trainer.global_step)
+                logger.save()
             print(format_table(summary))
             path = None
             if self.final_json:
@@ -149,23 +156,36 @@ class RolloutCallback(L.Callback):
             summary.update(method=type(module).__name__, primary=module.primary_set,
                            tuned_parameters=int(module.num_tuned_parameters))
         was_training = module.training
+        bar = trainer.is_global_zero and trainer.progress_bar_callback is not None
         for name, prompts in sets.items():
-            result = self._evaluate(trainer, module, tasks, prompts)
-            summary["sets"][name] = result
-            if prefix is not None:
-                suffix = f"/{name}" if tuning else ""
-                for t in tasks:
-                    module.log(f"{prefix}/return_task{t}{suffix}", result["tasks"][t]["return_mean"])
-                for key in ("return_mean", "score_mean", "success_mean"):
-                    if result.get(key) is not None:
-                        module.log(f"{prefix}/{key}{suffix}", result[key])
+            label = f"{prefix or 'final rollout'} ({name} prompt)" if bar else None
+            summary["sets"][name] = self._evaluate(trainer, module, tasks, prompts, label)
+        self._last_sets = (tasks, summary["sets"], tuning)
+        if prefix is not None:
+            for key, value in self.last_metrics(prefix).items():
+                module.log(key, value)
         module.train(was_training)
         if not tuning:  # pre-training: the expert set is the whole summary
             summary.update(summary.pop("sets")[module.primary_set])
         self.last = summary
         return summary
 
-    def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int], prompts: dict) -> dict:
+    def last_metrics(self, prefix: str) -> dict[str, float]:
+        """The last evaluation as scalars: <prefix>/return_task<k>[/<set>] and <prefix>/{return,score,success}_mean[/<set>]
+        (the set suffix for prompt-tuning methods only)."""
+        tasks, sets, tuning = self._last_sets
+        out = {}
+        for name, result in sets.items():
+            suffix = f"/{name}" if tuning else ""
+            for t in tasks:
+                out[f"{prefix}/return_task{t}{suffix}"] = result["tasks"][t]["return_mean"]
+            for key in ("return_mean", "score_mean", "success_mean"):
+                if result.get(key) is not None:
+                    out[f"{prefix}/{key}{suffix}"] = result[key]
+        return out
+
+    def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, tasks: list[int], prompts: dict,
+                  progress: str | None = None) -> dict:  # fmt: skip
         """This rank's share of the episodes, reduced over ranks, summarised by the evaluator's `summarise`."""
         family = module.family
         world, rank = trainer.world_size, trainer.global_rank
@@ -176,7 +196,7 @@ class RolloutCallback(L.Callback):
         start = time.perf_counter()
         if mine:
             kw = dict(card_root=self._card_root(trainer), vectorization=self.vectorization, episode_ids=mine,
-                      seed=self.seed)  # fmt: skip
+                      seed=self.seed, progress=progress)  # fmt: skip
             if getattr(module, "policy_per_task", False):
                 results = [evaluate(self._policy(module, t), family, [t], {t: prompts[t]}, len(mine), **kw) for t in tasks]
                 per = {t: r["tasks"][t] for t, r in zip(tasks, results)}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+from promptdiff.cli.main import LIGHTNING_COMMANDS  # noqa: F401 - one definition, read before lightning is imported
 LINKED = ("family", "context_length", "prompt_length", "root", "split", "tasks", "seed")
 # integer options of promptdiff's data modules and methods that must be >= 1 (checked before anything is built)
 POSITIVE = ("batch_size", "batch_size_per_task", "context_length", "prompt_length", "sample_steps", "diffusion_steps",
@@ -107,6 +107,8 @@ class PromptDiffCLI(LightningCLI):
         ensure_files(dm.family, dm.required_files(), dm.hparams.root)
 
     def before_fit(self) -> None:
+        if hasattr(self.model, "check_processes"):  # before DDP starts its processes, not in each of them
+            self.model.check_processes(self.trainer.world_size)
         self._ensure_data()
 
     def before_validate(self) -> None:
@@ -141,8 +143,11 @@ def run_lightning(argv: list[str] | None) -> int:
     or a checkpoint are printed as one line (exit 2); set PROMPTDIFF_TRACEBACK=1 for the traceback."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    import promptdiff.data.datamodule  # noqa: F401 - imported, the data modules answer to their class names
+    import promptdiff.data.fewshot  # noqa: F401   (`--data.help FewShotDataModule`), as the methods do
     from promptdiff.data.hdf5_format import DatasetError
     from promptdiff.methods.divergence import NonFiniteLossError
+    from promptdiff.methods.frozen_plm import MethodSetupError
     from promptdiff.safe_io import UnreadableFileError
 
     try:
@@ -162,7 +167,8 @@ def run_lightning(argv: list[str] | None) -> int:
         where = f"{saved} holds the last finished step; resume with --ckpt_path {saved}" if saved else "no checkpoint written"
         print(f"promptdiff: stopped by SIGTERM: {where}", file=sys.stderr)
         return 128 + signal.SIGTERM
-    except (ConfigError, DatasetError, UnreadableFileError, FileNotFoundError, NonFiniteLossError) as err:
+    except (ConfigError, DatasetError, UnreadableFileError, FileNotFoundError, NonFiniteLossError,
+            MethodSetupError) as err:
         if os.environ.get("PROMPTDIFF_TRACEBACK"):
             raise
         print(f"promptdiff: error: {_innermost_message(err) if isinstance(err, ConfigError) else err}", file=sys.stderr)

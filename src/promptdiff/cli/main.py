@@ -3,7 +3,10 @@
     promptdiff collect --family <family>                        expert data -> datasets/<family>/
     promptdiff expert train --config conf/expert/<family>.yaml  train a learned expert (PPO)
     promptdiff data import-prompt-dt SRC --family NAME          convert Prompt-DT's pickles
-    promptdiff data info FILE                                   summarise a trajectory file
+    promptdiff data info FILE_OR_MINARI_ID [--family F]         summarise a trajectory file or Minari dataset
+    promptdiff data export-minari --family F [--role prompt]    our trajectory file -> a Minari dataset
+    promptdiff data import-minari DATASET_ID --family F         a Minari dataset -> our trajectory file
+    promptdiff families                                         task families and which files are present
     promptdiff fit --config conf/pretrain/<family>.yaml         pre-train the PLM (LightningCLI)
     promptdiff fit --config conf/<family>.yaml                  Prompt Diffuser on the test tasks
     promptdiff benchmark --config conf/benchmark/table1.yaml    methods x families x seeds -> results/
@@ -26,6 +29,9 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 from promptdiff import __version__
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
+
+#: the subcommands LightningCLI runs (importing lightning takes seconds: only these pay for it)
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _config_parser(config_class, description: str) -> ArgumentParser:
@@ -73,8 +79,51 @@ def _benchmark_parser() -> ArgumentParser:
 
 
 def _info_parser() -> ArgumentParser:
-    p = ArgumentParser(description="Validate a trajectory file and print its per-task statistics.")
-    p.add_argument("file", type=str)
+    p = ArgumentParser(description="Validate a trajectory file (or a local Minari dataset, by its id) and print "
+                       "its per-task statistics.")  # fmt: skip
+    p.add_argument("file", type=str, help="an HDF5 trajectory file, or a Minari dataset id (namespace/name-vN)")
+    p.add_argument("--family", type=str | None, default=None, help="the task family (needed for a Minari dataset)")
+    p.add_argument("--minari_root", type=str | None, default=None,
+                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    return p
+
+
+def _export_minari_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Write a family's trajectory file as a Minari dataset (through the minari "
+                       "package: pip install -e '.[minari]'); minari.load_dataset(ID) then reads it.")  # fmt: skip
+    p.add_argument("--family", type=str, required=True, help="task family, e.g. ant_dir")
+    p.add_argument("--role", type=str, default="train", choices=["train", "prompt"], help="which file")
+    p.add_argument("--quality", type=str, default="expert", help="data quality (file name suffix)")
+    p.add_argument("--root", type=str, default="datasets", help="our dataset root")
+    p.add_argument("--dataset_id", type=str | None, default=None,
+                   help="Minari dataset id (default: promptdiff/<family>-<role>-<quality>-v0)")
+    p.add_argument("--minari_root", type=str | None, default=None,
+                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    return p
+
+
+def _import_minari_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Convert a local Minari dataset into promptdiff's trajectory file. Every "
+                       "episode needs a task id: an episode-metadata field (--task_field) or a JSON file mapping "
+                       "episode index to task id (--task_map).")  # fmt: skip
+    p.add_argument("dataset_id", type=str, help="Minari dataset id")
+    p.add_argument("--family", type=str, required=True, help="task family whose sizes and tasks the data has")
+    p.add_argument("--role", type=str | None, default=None, help="train or prompt (default: as exported, else train)")
+    p.add_argument("--quality", type=str | None, default=None, help="default: as exported, else expert")
+    p.add_argument("--root", type=str, default="datasets", help="our dataset root (the file goes to its place)")
+    p.add_argument("--out", type=str | None, default=None, help="write this file instead")
+    p.add_argument("--task_field", type=str, default="task_id", help="episode-metadata field holding the task id")
+    p.add_argument("--task_map", type=str | None, default=None, help="JSON file {episode index: task id}")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--minari_root", type=str | None, default=None,
+                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    return p
+
+
+def _families_parser() -> ArgumentParser:
+    p = ArgumentParser(description="List the task families (tasks, splits, sizes) and which of their files "
+                       "(data, expert, PLM, stage-1 diffuser) are present, with the commands that make the rest.")  # fmt: skip
+    p.add_argument("--root", type=str, default="datasets", help="dataset root")
     return p
 
 
@@ -83,10 +132,16 @@ def build_parser() -> ArgumentParser:
                             "Run `promptdiff <command> --help` for each command's options; "
                             "`promptdiff fit|validate|test --config ...` run Lightning (see `promptdiff fit --help`); "
                             "`promptdiff --plugin MODULE <command> ...` loads a plugin with families of one's own first.",
-                            version=f"promptdiff {__version__}")  # fmt: skip
+                            version=__version__)  # fmt: skip
     sub = parser.add_subcommands(dest="command")
     sub.add_subcommand("collect", _collect_parser(), help="collect expert data for a task family")
     sub.add_subcommand("benchmark", _benchmark_parser(), help="run a benchmark table (methods x families x seeds)")
+    sub.add_subcommand("families", _families_parser(), help="list task families and their files")
+    for name, what in (("fit", "train (pre-training, a prompt-tuning method)"), ("validate", "validate a checkpoint"),
+                       ("test", "roll a checkpoint out on the test tasks")):  # fmt: skip
+        # listed for the usage line only: main() hands these to LightningCLI before this parser is built
+        sub.add_subcommand(name, ArgumentParser(description=f"LightningCLI: see `promptdiff {name} --help`"),
+                           help=f"{what}: LightningCLI, `promptdiff {name} --help`")  # fmt: skip
     expert = ArgumentParser(description="Learned experts.")
     sub.add_subcommand("expert", expert, help="train the learned experts")
     expert_sub = expert.add_subcommands(dest="action")
@@ -95,7 +150,9 @@ def build_parser() -> ArgumentParser:
     sub.add_subcommand("data", data, help="import and inspect datasets")
     data_sub = data.add_subcommands(dest="action")
     data_sub.add_subcommand("import-prompt-dt", _import_parser(), help="import Prompt-DT pickles")
-    data_sub.add_subcommand("info", _info_parser(), help="summarise a trajectory file")
+    data_sub.add_subcommand("info", _info_parser(), help="summarise a trajectory file or Minari dataset")
+    data_sub.add_subcommand("export-minari", _export_minari_parser(), help="write a trajectory file as a Minari dataset")
+    data_sub.add_subcommand("import-minari", _import_minari_parser(), help="convert a Minari dataset")
     return parser
 
 
@@ -137,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"promptdiff: error: {err}") from None
     if plugged:
         from_command_line = False  # LightningCLI must not read sys.argv, which still holds --plugin
-    from promptdiff.cli.lightning_cli import LIGHTNING_COMMANDS
-
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from promptdiff.cli.lightning_cli import run_lightning
 
@@ -177,8 +232,32 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
         elif cfg.command == "data" and cfg.data.action == "info":
             from promptdiff.data.hdf5_format import summarise
+            from promptdiff.data.minari_io import is_minari_id, summarise_minari
 
-            print(json.dumps(summarise(cfg.data.info.file), indent=1))
+            a = cfg.data.info
+            if is_minari_id(a.file):
+                if a.family is None:
+                    raise ValueError(f"{a.file} is not a file; as a Minari dataset id it needs --family")
+                print(json.dumps(summarise_minari(a.file, a.family, minari_root=a.minari_root), indent=1))
+            else:
+                print(json.dumps(summarise(a.file), indent=1))
+        elif cfg.command == "data" and cfg.data.action == "export-minari":
+            from promptdiff.data.minari_io import export_minari
+
+            a = cfg.data["export-minari"]
+            print(export_minari(a.family, role=a.role, quality=a.quality, root=a.root, dataset_id=a.dataset_id,
+                                minari_root=a.minari_root))  # fmt: skip
+        elif cfg.command == "data" and cfg.data.action == "import-minari":
+            from promptdiff.data.minari_io import import_minari
+
+            a = cfg.data["import-minari"]
+            print(import_minari(a.dataset_id, a.family, role=a.role, quality=a.quality, root=a.root, out=a.out,
+                                task_field=a.task_field, task_map=a.task_map, minari_root=a.minari_root,
+                                overwrite=a.overwrite))  # fmt: skip
+        elif cfg.command == "families":
+            from promptdiff.cli.families import families_report
+
+            print(families_report(cfg.families.root))
     except (DatasetError, FileNotFoundError, KeyError, ValueError, ImportError) as err:
         print(f"promptdiff: error: {err}", file=sys.stderr)
         return 2

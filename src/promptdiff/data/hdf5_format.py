@@ -281,6 +281,10 @@ class TrajectoryFile:
                 raise DatasetError(self.path, f"episode_{index}/{field} holds {bad}")
         return traj
 
+    def episode_attrs(self, index: int) -> dict:
+        """The attributes stored with one episode (task_id, task_param, split, quality)."""
+        return {k: _plain(v) for k, v in self._h[f"episode_{index}"].attrs.items()}
+
     def task_params(self) -> dict[int, np.ndarray]:
         out = {}
         for i, t in enumerate(self._task_of):

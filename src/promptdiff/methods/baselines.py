@@ -269,6 +269,8 @@ class Adaptor(GradientTuner):
 
 
 class PromptTuningDT(GradientTuner):
+    single_process_only = True  # the rank optimiser's step is no gradient: DDP would not keep ranks equal
+
     def __init__(self, family: str, plm: str | None = None, context_length: int = 20, prompt_length: int = 5,
                  queries: int = 15, std: float = 1.0, momentum: float = 0.5, lr: float = 1e-4,
                  prompt_seed: int = 0, rank_seed: int = 0, split: str = "test", root: str = "datasets",

@@ -90,11 +90,18 @@ class PolicyModel(nn.Module):
         return self.plm.act_last(states, actions, returns_to_go, timesteps, mask, cache, adapters=self.adapters)
 
 
+class MethodSetupError(ValueError):
+    """A method cannot run as configured (tasks that differ from the data's, a strategy it does not support)."""
+
+
 class PromptTuningMethod(L.LightningModule):
     """Base class of every prompt-tuning method on a frozen PLM (the contract: see the module docstring)."""
 
     primary_set: str = "generated"
     policy_per_task: bool = False
+    #: True for a method whose update is not a gradient that DDP could average (each rank would move its
+    #: parameters its own way): `fit` with more than one process is refused.
+    single_process_only: bool = False
 
     def load_plm(self, family: str, plm: str | None, context_length: int, prompt_length: int,
                  tasks: list[int] | None = None, root: str = "datasets") -> None:  # fmt: skip
@@ -118,10 +125,20 @@ class PromptTuningMethod(L.LightningModule):
         return self
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_processes(self.trainer.world_size)
         served = getattr(getattr(self.trainer, "datamodule", None), "tasks", None)
         if served is not None and not self._serves(list(served)):
-            raise ValueError(f"the data module serves tasks {list(served)} but the model tunes {self.tasks}: "
+            raise MethodSetupError(f"the data module serves tasks {list(served)} but the model tunes {self.tasks}: "
                              f"set the same split (and tasks) in model and data")  # fmt: skip
+
+    def check_processes(self, world_size: int) -> None:
+        """Refuse to train in `world_size` > 1 processes if the method is single-process only (`promptdiff fit`
+        asks before any process is started; `setup` asks again in each)."""
+        if self.single_process_only and world_size > 1:
+            raise MethodSetupError(f"{type(self).__name__} runs in one process only (its update is not a gradient "
+                                   f"that DDP averages, so {world_size} processes would diverge): "
+                                   "set --trainer.devices 1 --trainer.num_nodes 1")  # fmt: skip
 
     def _serves(self, served: list[int]) -> bool:
         return served == self.tasks

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from tqdm.auto import tqdm
 
 from promptdiff.envs import TaskFamily, get_family, make_env
 from promptdiff.prompt import Prompt
@@ -81,7 +82,7 @@ def _vector_env(fam: TaskFamily, tasks: list[int], vectorization: str) -> gym.ve
 def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], prompts: dict[int, Prompt],
              episodes: int, seed: int = 0, target_return: float | None = None,
              card_root: str | Path = "datasets", vectorization: str = "sync",
-             episode_ids: list[int] | None = None) -> dict:  # fmt: skip
+             episode_ids: list[int] | None = None, progress: str | None = None) -> dict:  # fmt: skip
     """Roll out `policy` for `episodes` episodes of each task, all environments stepped together.
 
     episode_ids: run these episode indices (and seeds) of each task instead of 0 .. episodes-1;
@@ -89,6 +90,7 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
     prompts: task -> Prompt with P = 1 (env of task k is prompted with prompts[k]).
     target_return: the return-to-go each episode starts from (default: family.target_return).
     vectorization: "sync" (one process) or "async" (one worker process per environment).
+    progress: show a progress bar over the episode's steps with this label (None: no bar).
     """
     start = time.perf_counter()
     fam = _family(family)
@@ -99,6 +101,8 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
     n = len(pairs)
 
     envs = _vector_env(fam, [t for t, _ in pairs], vectorization)
+    bar = tqdm(total=fam.horizon, desc=progress, unit="step", leave=False, dynamic_ncols=True,
+               disable=progress is None)  # fmt: skip
     try:
         obs, _ = envs.reset(seed=[episode_seed(seed, t, e) for t, e in pairs])
         first = prompts[tasks[0]]
@@ -118,7 +122,10 @@ def evaluate(policy: DTPolicy, family: str | TaskFamily, tasks: list[int], promp
             if fam.has_success and "success" in infos:
                 success |= active & infos["_success"] & np.asarray(infos["success"], bool)
             active &= ~(terminated | truncated)
+            bar.update(1)
+            bar.set_postfix(running=f"{int(active.sum())}/{n}", refresh=False)
     finally:
+        bar.close()
         envs.close()
     return summarise(fam, tasks, len(ids), returns, lengths, success, calls, card_root,
                      time.perf_counter() - start)  # fmt: skip
