@@ -27,8 +27,9 @@ INSTALL_REQUIRES = [
 # transformers: the reference Prompt-DT (GPT-2) that benchmarks/plm_step_vs_reference.py times ours against.
 # minari: `promptdiff data export-minari / import-minari` (optional; the tests exercise it, so "test" has it too).
 EXTRAS_REQUIRE = {"test": ["pytest==9.2.0", "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0",
-                           "transformers==5.24.0", "minari[hdf5]==0.5.4"],
-                  "minari": ["minari[hdf5]==0.5.4"]}
+                           "transformers==5.24.0", "minari[hdf5]==0.5.4", "submitit==1.5.4"],
+                  "minari": ["minari[hdf5]==0.5.4"],
+                  "slurm": ["submitit==1.5.4"]}
 
 setup(
     name="promptdiff",

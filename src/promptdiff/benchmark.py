@@ -45,11 +45,29 @@ Outputs, under `<out_dir>/<name>` (`<name>_quick` with --quick): `cells/<method>
 `table.png` (normalised score per family and method). Methods whose cell failed or is missing
 are shown as such, never averaged over fewer seeds silently.
 
-`runs.json` records every invocation that ran cells: start, elapsed wall-clock time (updated after
-each finished cell, so a run that is killed keeps its record up to its last finished cell), cells
+`runs.json` records every invocation that ran cells: start, launcher, elapsed wall-clock time (updated
+after each finished cell, so a run that is killed keeps its record up to its last finished cell), cells
 finished and failed (and, when interrupted, stopped and not started), workers, threads and the
 machine. A table run in several sittings (resumed) is timed by the sum of its invocations' elapsed
 times; table.md reports it.
+
+Launchers (`launcher`, `--launcher`). "local" (the default): the pool above, `workers` cells at a time on
+this machine. "submitit_local" and "slurm" hand the cells that are not done to submitit as ONE job array
+(`pip install -e ".[slurm]"`): array task i runs `CellTask` for one cell, which runs the very same cell
+process as the pool (`start_cell`: the same command, `<cell>.log`, OMP_NUM_THREADS, PROMPTDIFF_PLUGINS, the
+working directory of the submission) and finalises it the same way (`finish_cell`: the partial JSON becomes
+`<cell>.json` with the config hash, wall time and threads). A task whose cell is done by the time it starts
+(e.g. a requeued one) runs nothing; submitit requeues a task that is preempted or times out, and a rerun of
+the benchmark submits only the cells that are still not done. "slurm" submits through `sbatch` and
+returns, printing the job id (write the tables once the array has finished: the same command plus
+`--tables_only`); "submitit_local" runs the array on this machine, all its tasks at once (submitit's local
+executor has no array throttle), waits for it and writes the tables. `slurm` (a dict, YAML or
+`--slurm.<key> value`) sets the job: partition, time (minutes; also the local executor's timeout), cpus_per_task
+(each cell's threads), gpus_per_node, mem_gb, array_parallelism (array tasks running at once),
+slurm_additional_parameters (any other #SBATCH option, e.g. {account: a, qos: q}), setup (shell lines run
+before each task, e.g. activating the environment) and folder (submitit's pickles and logs, by default
+`<out_dir>/<name>/submitit`; it holds `<job id>_cells.json`, which array task runs which cell). The
+cluster's nodes need the same checkout and environment at the same paths as the submitting machine.
 """
 
 from __future__ import annotations
@@ -68,6 +86,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -75,6 +94,15 @@ from promptdiff.lifetime import arm_death_signal
 
 PROGRAM = (sys.executable, "-m", "promptdiff.cli.main")
 """The program every cell runs, followed by the cell's `fit` arguments (tests put a stand-in here)."""
+LAUNCHERS = ("local", "submitit_local", "slurm")
+"""Where the cells run: this process's pool, or one submitit job array (on this machine, or on SLURM)."""
+SLURM_OPTIONS = {"partition": str, "time": int, "cpus_per_task": int, "gpus_per_node": int, "mem_gb": float,
+                 "array_parallelism": int, "slurm_additional_parameters": dict, "setup": list, "folder": str}
+"""The keys of `slurm` and their types (values given on the command line arrive as strings)."""
+SLURM_DEFAULT_TIME_MIN = 240
+"""Time limit of one array task (one cell) when `slurm.time` is not given."""
+SUBMITIT_HINT = 'pip install -e ".[slurm]"'
+"""How to get the submitit launchers' one dependency."""
 _POLL_S = 0.2
 """How often the running cells are checked."""
 _GRACE_S = 5.0
@@ -114,6 +142,15 @@ class BenchmarkConfig:
     quick_preset: dict | None = None
     """Overrides for --quick: families, seeds, episodes, and methods: {name: extra args}; methods not
     listed there are left out of the quick run."""
+    launcher: Literal["local", "submitit_local", "slurm"] = "local"
+    """Where the cells run: local (a pool of `workers` processes here), submitit_local (one submitit job array
+    on this machine; waits, then writes the tables) or slurm (one SLURM job array through submitit; submits and
+    returns: then rerun with --tables_only once it has finished). The submitit ones need pip install -e ".[slurm]"."""
+    slurm: dict | None = None
+    """The job of the submitit launchers: partition, time (minutes per cell, default 240), cpus_per_task (threads
+    per cell), gpus_per_node, mem_gb, array_parallelism (tasks at once), slurm_additional_parameters (more #SBATCH
+    options, a dict), setup (shell lines before each task) and folder (submitit's files, default
+    <out_dir>/<name>/submitit); e.g. --slurm.partition gpu --slurm.time 120."""
 
 
 def resolve(cfg: BenchmarkConfig, quick: bool) -> BenchmarkConfig:
@@ -130,7 +167,8 @@ def resolve(cfg: BenchmarkConfig, quick: bool) -> BenchmarkConfig:
     methods = [MethodSpec(m.name, m.config, [*m.args, *(extra[m.name] or [])]) for m in cfg.methods if m.name in extra]
     return BenchmarkConfig(name=f"{cfg.name}_quick", methods=methods, families=list(q.get("families", cfg.families)),
                            seeds=list(q.get("seeds", cfg.seeds)), episodes=int(q.get("episodes", cfg.episodes)),
-                           reference=cfg.reference, out_dir=cfg.out_dir, workers=cfg.workers)  # fmt: skip
+                           reference=cfg.reference, out_dir=cfg.out_dir, workers=cfg.workers,
+                           launcher=cfg.launcher, slurm=cfg.slurm)  # fmt: skip
 
 
 @dataclass
@@ -228,16 +266,18 @@ class Running:
     start: float
 
 
-def start_cell(cfg: BenchmarkConfig, cell: Cell, threads: int) -> Running:
+def start_cell(cfg: BenchmarkConfig, cell: Cell, threads: int, program: tuple[str, ...] | None = None) -> Running:
     """Start one cell's process (output to `<cell>.log`, rollout summary to `<cell>.partial.json`), in a
-    session of its own, so that Ctrl-C reaches only the benchmark, which then stops the cell's process group."""
+    session of its own, so that Ctrl-C reaches only the benchmark, which then stops the cell's process group.
+    `program`: what runs the `fit` arguments (default PROGRAM)."""
     cell.path.parent.mkdir(parents=True, exist_ok=True)
     _remove_partial(cell)  # left by a process of an earlier run that was killed
     argv = command(cfg, cell, final_json=cell.partial)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(cell.path.with_suffix(".log"), "w") as log:
-        proc = subprocess.Popen([*PROGRAM, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, preexec_fn=_dies_with(os.getpid()))  # fmt: skip
+        proc = subprocess.Popen([*(program or PROGRAM), *argv], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_dies_with(os.getpid()))  # fmt: skip
     return Running(cell, argv, proc, threads, time.perf_counter())
 
 
@@ -255,6 +295,19 @@ def finish_cell(cfg: BenchmarkConfig, running: Running) -> tuple[bool, float]:
         _atomic_write(cell.path, json.dumps(summary, indent=1) + "\n")
     _remove_partial(cell)
     return _complete(summary), wall
+
+
+def run_cell(cfg: BenchmarkConfig, cell: Cell, threads: int,
+             program: tuple[str, ...] | None = None) -> tuple[bool, float]:
+    """Run one cell to its end in this process's care and finalise it: `start_cell`, wait, `finish_cell`, as the
+    local pool does it cell by cell (an exception or a signal meanwhile stops the cell's process group first)."""
+    running = start_cell(cfg, cell, threads, program)
+    try:
+        running.proc.wait()
+    except BaseException:
+        _stop([running])
+        raise
+    return finish_cell(cfg, running)
 
 
 def _remove_partial(cell: Cell) -> None:
@@ -321,11 +374,17 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
 
     `tables_only`: run nothing, only (re)write the tables from the cells that are done (e.g. cells copied in
     from another machine); the others show as missing. Ctrl-C: the queued cells are cancelled, the running
-    ones stopped, runs.json records the interruption, and SystemExit(130) is raised after a one-line message."""
+    ones stopped, runs.json records the interruption, and SystemExit(130) is raised after a one-line message.
+
+    With a submitit launcher (`cfg.launcher`) the cells that are not done go to one job array instead: "slurm"
+    returns once it is submitted (no tables; the result also has "submitted": see submit_cells),
+    "submitit_local" waits for it and then writes the tables."""
     from tqdm import tqdm
 
     cfg = resolve(cfg, quick)
     _check(cfg)
+    if cfg.launcher != "local" and not tables_only:
+        _import_submitit(cfg.launcher)  # before anything is written
     every = cells(cfg)
     done = {c.label for c in every if read_cell(cfg, c) is not None}
     stale = [c for c in every if c.label not in done and c.path.is_file()]
@@ -337,7 +396,17 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
     workers = max(1, int(workers or cfg.workers))
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     failed = []
-    if todo:
+    if todo and cfg.launcher == "slurm":
+        submitted = submit_cells(cfg, todo)
+        print(f"promptdiff: submitted {len(todo)} cells of {cfg.name} to SLURM as job array {submitted['job_id']} "
+              f"(submitit's files: {submitted['folder']}); once it has finished, write the tables with the same "
+              f"command plus --tables_only (e.g. promptdiff benchmark --config CONFIG{' --quick' if quick else ''} "
+              f"--tables_only); the same command without it resubmits the cells that are not done",
+              file=sys.stderr)  # fmt: skip
+        return {"done": 0, "failed": [], "skipped": len(done), "outputs": {}, "submitted": submitted}
+    if todo and cfg.launcher == "submitit_local":
+        failed = _run_submitit_local(cfg, todo, progress)
+    elif todo:
         log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo), workers=workers, threads=threads)
         bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
         queue, running = list(todo), []
@@ -378,15 +447,199 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
             "outputs": outputs}  # fmt: skip
 
 
-class RunLog:
-    """This invocation's entry in runs.json (a list, one entry per invocation that ran cells),
-    rewritten atomically at the start, after every finished cell and at the end (or the interruption)."""
+# -- submitit launchers -------------------------------------------------------------------------------
+class CellFailed(RuntimeError):
+    """An array task's cell did not end with a done cell (its log says why)."""
 
-    def __init__(self, path: Path, todo: int, workers: int, threads: int):
+
+@dataclass
+class CellTask:
+    """What array task i of a submitit launch runs: one cell, through `run_cell` (the local pool's
+    `start_cell` + `finish_cell`), in the working directory and with the plugins of the submission. Picklable;
+    submitit requeues it when its job is preempted or times out (`checkpoint`), and a task whose cell is done
+    by the time it starts runs nothing."""
+
+    cfg: BenchmarkConfig
+    cell: Cell
+    threads: int
+    program: tuple[str, ...]
+    cwd: str
+    plugins: str | None = None
+
+    def __call__(self) -> dict:
+        from promptdiff.envs.families import PLUGIN_VARIABLE
+
+        os.chdir(self.cwd)
+        if self.plugins:
+            os.environ[PLUGIN_VARIABLE] = self.plugins
+        if read_cell(self.cfg, self.cell) is not None:
+            return {"cell": self.cell.label, "ok": True, "ran": False}
+        ok, wall = run_cell(self.cfg, self.cell, self.threads, self.program)
+        if not ok:
+            raise CellFailed(f"cell {self.cell.label} failed: see {self.cell.path.with_suffix('.log').resolve()}")
+        return {"cell": self.cell.label, "ok": True, "ran": True, "wall_time_s": wall}
+
+    def checkpoint(self, *args, **kwargs):
+        """On preemption or timeout: requeue the same task (which then skips its cell if it got done)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def slurm_options(cfg: BenchmarkConfig) -> dict:
+    """`cfg.slurm` checked, typed (command-line values arrive as strings) and completed with the defaults
+    (time SLURM_DEFAULT_TIME_MIN, folder <out_dir>/<name>/submitit)."""
+    import yaml
+
+    given = dict(cfg.slurm or {})
+    unknown = sorted(set(given) - set(SLURM_OPTIONS))
+    if unknown:
+        raise ValueError(f"slurm: unknown option(s) {unknown}; the options are {sorted(SLURM_OPTIONS)}")
+    opts = {"time": SLURM_DEFAULT_TIME_MIN, "folder": str(Path(cfg.out_dir) / cfg.name / "submitit")}
+    for key, kind in SLURM_OPTIONS.items():
+        value = given.get(key)
+        if value is None:
+            continue
+        if kind in (dict, list) and isinstance(value, str):
+            value = yaml.safe_load(value)
+            value = [value] if kind is list and isinstance(value, str) else value  # one setup line
+        try:
+            value = value if kind in (dict, list) else kind(value)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind in (int, float) and value <= 0):
+            raise ValueError(f"slurm.{key}: expected a{' positive' if kind in (int, float) else ''} "
+                             f"{kind.__name__}, got {given[key]!r}")  # fmt: skip
+        opts[key] = value
+    return opts
+
+
+def _import_submitit(launcher: str):
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError(f"--launcher {launcher} needs submitit, which is not installed: {SUBMITIT_HINT}") from None
+    return submitit
+
+
+def _submitit_threads(cfg: BenchmarkConfig, todo: list[Cell]) -> int:
+    """Threads of each array task's cell: slurm.cpus_per_task if given; else OMP_NUM_THREADS if set; else 1 on
+    SLURM and, on this machine (where every task runs at once), its cores shared among the tasks."""
+    given = slurm_options(cfg).get("cpus_per_task") or os.environ.get("OMP_NUM_THREADS")
+    if given:
+        return int(given)
+    return 1 if cfg.launcher == "slurm" else max(1, (os.cpu_count() or 1) // len(todo))
+
+
+def submit_cells(cfg: BenchmarkConfig, todo: list[Cell]) -> dict:
+    """Submit `todo` as one submitit job array (`cfg.launcher`: slurm or submitit_local), task i running
+    CellTask(todo[i]); writes `<folder>/<job id>_cells.json` (which task runs which cell) and records the
+    submission in runs.json. Returns {"job_id", "cells", "folder", "threads", "jobs"} (jobs: submitit's)."""
+    import shutil
+
+    from promptdiff.envs.families import PLUGIN_VARIABLE
+
+    submitit = _import_submitit(cfg.launcher)
+    opts = slurm_options(cfg)
+    slurm = cfg.launcher == "slurm"
+    if slurm:
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            raise FileNotFoundError(f"--launcher slurm: {' and '.join(missing)} not found: submit from a machine of "
+                                    f"the SLURM cluster (or use --launcher submitit_local)")  # fmt: skip
+    folder = Path(opts["folder"]).resolve()
+    threads = _submitit_threads(cfg, todo)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if slurm else "local")
+    params = {"name": f"promptdiff_{cfg.name}", "timeout_min": opts["time"], "cpus_per_task": threads}
+    params.update({k: opts[k] for k in ("gpus_per_node", "mem_gb") if k in opts})
+    if slurm:
+        params.update({f"slurm_{k}": opts[k] for k in ("partition", "array_parallelism", "setup") if k in opts})
+        if "slurm_additional_parameters" in opts:
+            params["slurm_additional_parameters"] = opts["slurm_additional_parameters"]
+    executor.update_parameters(**params)
+    tasks = [CellTask(cfg, c, threads, tuple(PROGRAM), os.getcwd(), os.environ.get(PLUGIN_VARIABLE)) for c in todo]
+    try:
+        jobs = executor.submit_array(tasks)  # one array (one sbatch) for all the cells
+    except (subprocess.CalledProcessError, submitit.core.utils.UncompletedJobError,
+            submitit.core.utils.FailedSubmissionError) as err:  # e.g. sbatch refused the partition or time
+        said = " ".join(str(err).split())
+        raise ValueError(f"--launcher {cfg.launcher}: the job array was not submitted: {said[-500:]}") from None
+    job_id = jobs[0].job_id.split("_")[0]
+    mapping = {"job_id": job_id, "launcher": cfg.launcher, "benchmark": cfg.name, "threads_per_cell": threads,
+               "tasks": [{"job_id": j.job_id, "cell": c.label, "json": str(c.path)} for j, c in zip(jobs, todo)]}
+    _atomic_write(folder / f"{job_id}_cells.json", json.dumps(mapping, indent=1) + "\n")
+    if slurm:
+        log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo),
+                     workers=min(len(todo), opts.get("array_parallelism", len(todo))), threads=threads,
+                     launcher=cfg.launcher, job_id=job_id, submitit_folder=str(folder))  # fmt: skip
+        log.close()  # the invocation ends with the submission; each cell's JSON holds its wall time
+    return {"job_id": job_id, "cells": [c.label for c in todo], "folder": str(folder), "threads": threads,
+            "jobs": jobs}  # fmt: skip
+
+
+def _run_submitit_local(cfg: BenchmarkConfig, todo: list[Cell], progress: bool) -> list[Cell]:
+    """Run `todo` as one submitit job array on this machine and wait for it; returns the cells that failed.
+    A cell counts as done only by its JSON (read_cell), whatever its task returned. Ctrl-C/SIGTERM: the
+    running tasks are cancelled (their cells die with them), runs.json records it, SystemExit(130/143)."""
+    from tqdm import tqdm
+
+    submitted = submit_cells(cfg, todo)
+    pending = list(zip(submitted["jobs"], todo))
+    log = RunLog(Path(cfg.out_dir) / cfg.name / "runs.json", todo=len(todo), workers=len(todo),
+                 threads=submitted["threads"], launcher=cfg.launcher, job_id=submitted["job_id"],
+                 submitit_folder=submitted["folder"])  # fmt: skip
+    bar = tqdm(total=len(todo), desc=f"{cfg.name}: cells", unit="cell", disable=not progress)
+    failed = []
+    previous_term = _on_sigterm(_terminate)
+    try:
+        while pending:
+            time.sleep(_POLL_S)
+            for job, cell in [p for p in pending if p[0].done()]:
+                pending.remove((job, cell))
+                result = read_cell(cfg, cell)
+                log.cell_finished(result is not None)
+                bar.update(1)
+                if result is None:
+                    failed.append(cell)
+                    tqdm.write(f"cell {cell.label} failed: see {cell.path.with_suffix('.log')} (submitit's log: "
+                               f"{job.paths.stderr})", file=sys.stderr)  # fmt: skip
+                else:
+                    bar.set_postfix_str(f"{cell.label} ok {result['wall_time_s']:.0f}s")
+    except (KeyboardInterrupt, Terminated) as stop:
+        for job, _ in pending:
+            job.cancel(check=False)
+        deadline = time.monotonic() + _GRACE_S + 2
+        while any(not job.done() for job, _ in pending) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        bar.close()
+        log.interrupted(stopped=len(pending))
+        e = log.entry
+        print(f"promptdiff: benchmark {cfg.name} interrupted ({e['cells_done']} cells finished, "
+              f"{e['cells_failed']} failed, {e['cells_stopped']} stopped); rerun the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)) from None
+    except BaseException:
+        for job, _ in pending:
+            job.cancel(check=False)
+        raise
+    finally:
+        _on_sigterm(previous_term)
+    bar.close()
+    log.close()
+    return failed
+
+
+class RunLog:
+    """This invocation's entry in runs.json (a list, one entry per invocation that ran or submitted cells),
+    rewritten atomically at the start, after every finished cell and at the end (or the interruption).
+    `extra`: more keys of the entry (a submitit launch's job id and folder)."""
+
+    def __init__(self, path: Path, todo: int, workers: int, threads: int, launcher: str = "local", **extra):
         self.path = path
         self.start = time.perf_counter()
         runs = load_runs(path)
         self.entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "elapsed_s": 0.0,
+                      "launcher": launcher, **extra,
                       "cells_todo": todo, "cells_done": 0, "cells_failed": 0, "finished": False,
                       "workers": workers, "threads_per_cell": threads, "cpu_count": os.cpu_count(),
                       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
@@ -441,6 +694,9 @@ def _check(cfg: BenchmarkConfig) -> None:
                 raise FileNotFoundError(f"method {m.name}: config {path} not found")
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    if cfg.launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg.launcher!r}")
+    slurm_options(cfg)
 
 
 # -- tables ------------------------------------------------------------------------------------------
@@ -541,17 +797,26 @@ def _minutes(seconds: list[float | None]) -> str:
 
 
 def runs_summary(runs: list[dict]) -> list[str]:
-    """table.md's lines on the invocations that ran the cells (see runs.json)."""
-    if not runs:
-        return []
-    total = sum(r["elapsed_s"] for r in runs) / 60
-    done = sum(r["cells_done"] for r in runs)
-    each = "; ".join(f"{r['started']}: {r['elapsed_s'] / 60:.1f} min, {r['cells_done']} cells"
-                     f"{_stopped(r)}"
-                     f", {r['workers']} worker(s) x {r['threads_per_cell']} thread(s), {r['machine']}"
-                     for r in runs)  # fmt: skip
-    return [f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min "
-            f"for {done} cells, in {len(runs)} invocation(s): {each}.", ""]
+    """table.md's lines on the invocations that ran the cells (see runs.json); SLURM submissions, which only
+    submitted cells, are listed apart."""
+    submitted = [r for r in runs if r.get("launcher") == "slurm"]
+    runs = [r for r in runs if r.get("launcher") != "slurm"]
+    lines = []
+    if runs:
+        total = sum(r["elapsed_s"] for r in runs) / 60
+        done = sum(r["cells_done"] for r in runs)
+        each = "; ".join(f"{r['started']}: {r['elapsed_s'] / 60:.1f} min, {r['cells_done']} cells"
+                         f"{_stopped(r)}"
+                         f", {r['workers']} worker(s) x {r['threads_per_cell']} thread(s), {r['machine']}"
+                         f"{'' if r.get('launcher', 'local') == 'local' else ', ' + r['launcher']}"
+                         for r in runs)  # fmt: skip
+        lines += [f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min "
+                  f"for {done} cells, in {len(runs)} invocation(s): {each}.", ""]
+    if submitted:
+        each = "; ".join(f"{r['started']}: job {r['job_id']}, {r['cells_todo']} cells x {r['threads_per_cell']} "
+                         f"thread(s)" for r in submitted)  # fmt: skip
+        lines += [f"SLURM job arrays submitted (runs.json; each cell's JSON holds its own wall time): {each}.", ""]
+    return lines
 
 
 def _stopped(run: dict) -> str:
