@@ -152,15 +152,17 @@ def test_rerun_runs_only_missing_cells(quick, monkeypatch):
     redo = _by_method(every)["mt_orl"]
     redo.path.unlink()
     ran.clear()
-    result = run(cfg0, quick=True, workers=WORKERS, progress=False)
+    result = run(replace(cfg0, threads=1), quick=True, workers=WORKERS, progress=False)  # threads: no new config
     assert sorted(ran) == sorted([redo.label, *retried])
     assert result["done"] == 1 and result["failed"] == retried and result["skipped"] == len(every) - 1 - len(retried)
     after = mtimes()
     assert redo.path.is_file() and after.keys() == before.keys()
     assert {k: v for k, v in after.items() if k != redo.label} == {k: v for k, v in before.items() if k != redo.label}
-    assert json.loads(redo.path.read_text())["benchmark_method"] == "mt_orl"
+    redone = json.loads(redo.path.read_text())
+    assert redone["benchmark_method"] == "mt_orl"
+    assert redone["threads"] == 1 and redone["torch_threads"] == 1  # given, and what the cell's torch ran with
     runs = json.loads(runs_path.read_text())
-    assert runs[0] == first[0] and runs[-1]["cells_done"] == 1 and runs[-1]["finished"]
+    assert runs[0] == first[0] and runs[-1]["cells_done"] == 1 and runs[-1]["finished"] and runs[-1]["threads_per_cell"] == 1
     total = sum(r["elapsed_s"] for r in runs) / 60
     assert f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min " \
         f"for {sum(r['cells_done'] for r in runs)} cells, in {len(runs)} invocation(s)" in (quick["dir"] / "table.md").read_text()

@@ -138,7 +138,11 @@ class BenchmarkConfig:
     out_dir: str = "results"
     """Root of the results."""
     workers: int = 1
-    """Cells run at once (each with OMP_NUM_THREADS threads if set, else cores / workers)."""
+    """Cells run at once (local launcher)."""
+    threads: int | None = None
+    """Torch/OpenMP threads of each cell's process (OMP_NUM_THREADS and MKL_NUM_THREADS are set for it); default:
+    OMP_NUM_THREADS if set, else cores / workers (local) or slurm.cpus_per_task. Recorded in every cell JSON and
+    in runs.json. Cells that together ask for more threads than there are cores run many times slower."""
     quick_preset: dict | None = None
     """Overrides for --quick: families, seeds, episodes, and methods: {name: extra args}; methods not
     listed there are left out of the quick run."""
@@ -167,7 +171,7 @@ def resolve(cfg: BenchmarkConfig, quick: bool) -> BenchmarkConfig:
     methods = [MethodSpec(m.name, m.config, [*m.args, *(extra[m.name] or [])]) for m in cfg.methods if m.name in extra]
     return BenchmarkConfig(name=f"{cfg.name}_quick", methods=methods, families=list(q.get("families", cfg.families)),
                            seeds=list(q.get("seeds", cfg.seeds)), episodes=int(q.get("episodes", cfg.episodes)),
-                           reference=cfg.reference, out_dir=cfg.out_dir, workers=cfg.workers,
+                           reference=cfg.reference, out_dir=cfg.out_dir, workers=cfg.workers, threads=cfg.threads,
                            launcher=cfg.launcher, slurm=cfg.slurm)  # fmt: skip
 
 
@@ -394,7 +398,7 @@ def run(cfg: BenchmarkConfig, quick: bool = False, workers: int | None = None, p
               file=sys.stderr)  # fmt: skip
     todo = [] if tables_only else [c for c in every if c.label not in done]
     workers = max(1, int(workers or cfg.workers))
-    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
+    threads = int(cfg.threads or os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     failed = []
     if todo and cfg.launcher == "slurm":
         submitted = submit_cells(cfg, todo)
@@ -523,9 +527,9 @@ def _import_submitit(launcher: str):
 
 
 def _submitit_threads(cfg: BenchmarkConfig, todo: list[Cell]) -> int:
-    """Threads of each array task's cell: slurm.cpus_per_task if given; else OMP_NUM_THREADS if set; else 1 on
-    SLURM and, on this machine (where every task runs at once), its cores shared among the tasks."""
-    given = slurm_options(cfg).get("cpus_per_task") or os.environ.get("OMP_NUM_THREADS")
+    """Threads of each array task's cell: `threads` or slurm.cpus_per_task if given; else OMP_NUM_THREADS if set;
+    else 1 on SLURM and, on this machine (where every task runs at once), its cores shared among the tasks."""
+    given = cfg.threads or slurm_options(cfg).get("cpus_per_task") or os.environ.get("OMP_NUM_THREADS")
     if given:
         return int(given)
     return 1 if cfg.launcher == "slurm" else max(1, (os.cpu_count() or 1) // len(todo))
@@ -694,6 +698,8 @@ def _check(cfg: BenchmarkConfig) -> None:
                 raise FileNotFoundError(f"method {m.name}: config {path} not found")
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {cfg.threads}")
     if cfg.launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg.launcher!r}")
     slurm_options(cfg)
