@@ -352,3 +352,16 @@ def test_progress_bar_only_when_asked(capsys):
     assert "final rollout (expert prompt)" in err and f"/{fam.horizon} " in err  # a bar over the episode steps
     for t in tasks:  # the bar changes nothing
         assert shown["tasks"][t]["returns"] == quiet["tasks"][t]["returns"]
+
+
+def test_limit_threads_sets_torch_and_what_the_process_starts():
+    """What a worker calls first (asynchronous vector-env, collection and expert-training workers): one thread for
+    torch if it is already imported, and OMP_NUM_THREADS for anything it imports or starts afterwards."""
+    import subprocess
+
+    probe = ("import os, subprocess, sys, torch; torch.set_num_threads(2); from promptdiff.threads import limit_threads; "
+             "limit_threads(1); child = subprocess.run([sys.executable, '-c', 'import torch; print(torch.get_num_threads())'], "
+             "capture_output=True, text=True).stdout.strip(); print(torch.get_num_threads(), child)")  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["1", "1"], out.stderr

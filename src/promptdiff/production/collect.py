@@ -42,6 +42,7 @@ from promptdiff.data.hdf5_format import (
 from promptdiff.envs import TaskFamily, get_family, make_env
 from promptdiff.envs.families import load_plugins
 from promptdiff.lifetime import die_with
+from promptdiff.threads import limit_threads
 from promptdiff.production.experts import LearnedExpert, NoisyPolicy, RandomPolicy, scripted_expert
 
 GENERIC_DEFAULTS = {"episodes_per_task": 20, "prompt_episodes": 5, "qualities": ["expert"], "action_noise": 0.0,
@@ -249,9 +250,7 @@ def _start_worker(parent: int) -> None:
     """Pool initializer: die with the parent, act single-threaded, load the plugins (so that a family of
     one's own unpickles here too)."""
     die_with(parent)
-    import torch
-
-    torch.set_num_threads(1)
+    limit_threads(1)
     load_plugins()
 
 

@@ -9,6 +9,7 @@ a `medium` policy is picked for the prompt-initialisation experiments.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import re
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from promptdiff.production.expert_policy import export_sb3_policy
+from promptdiff.threads import in_worker
 
 
 @dataclass
@@ -64,7 +66,7 @@ def _make_vec_env(cfg: ExpertTrainingConfig):
     from promptdiff.production.task_conditioning import make_conditioned_env
 
     return make_vec_env(
-        make_conditioned_env,
+        functools.partial(in_worker, make_conditioned_env),  # in a SubprocVecEnv worker: one thread
         n_envs=cfg.n_envs,
         seed=cfg.seed,
         env_kwargs={"family": cfg.family, "random_tasks": True},

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from promptdiff.envs import TaskFamily, get_family, make_env
 from promptdiff.prompt import Prompt
 from promptdiff.rollout.dt_policy import DTPolicy
+from promptdiff.threads import in_worker
 
 
 def episode_seed(seed: int, task: int, episode: int) -> int:
@@ -70,11 +71,11 @@ def _check_args(fam: TaskFamily, tasks, prompts, episodes) -> list[int]:
 
 def _vector_env(fam: TaskFamily, tasks: list[int], vectorization: str) -> gym.vector.VectorEnv:
     """One vector env with one sub-environment per entry of `tasks` (repeats allowed)."""
-    fns = [functools.partial(make_env, fam, t) for t in tasks]
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if vectorization == "sync":
-        return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
-    if vectorization == "async":
+        return gym.vector.SyncVectorEnv([functools.partial(make_env, fam, t) for t in tasks], autoreset_mode=mode)
+    if vectorization == "async":  # one worker process per environment, one thread each
+        fns = [functools.partial(in_worker, make_env, fam, t) for t in tasks]
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
     raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
 

@@ -1,0 +1,28 @@
+"""Thread counts of the processes promptdiff starts.
+
+Torch (and OpenMP under it) uses every core by default; several processes doing so on the same
+cores run many times slower than one (15x to 100x measured on 2 cores). Every process promptdiff
+spawns therefore gets an explicit count: a benchmark cell its share (`OMP_NUM_THREADS` in its
+environment, see `promptdiff.benchmark`), and the workers that only step environments or act with a
+small network (collection workers, asynchronous vector-env workers, the expert's SubprocVecEnv
+workers) one thread each, by calling `limit_threads` first thing in the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def limit_threads(n: int = 1) -> None:
+    """This process (and what it starts) uses `n` torch/OpenMP threads."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:  # already imported: its pool size is set; else it reads the variables above
+        sys.modules["torch"].set_num_threads(n)
+
+
+def in_worker(make, *args, **kwargs):
+    """`make(*args, **kwargs)` in a worker process, after `limit_threads(1)` (for env factories run in workers)."""
+    limit_threads(1)
+    return make(*args, **kwargs)
