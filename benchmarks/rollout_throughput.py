@@ -2,6 +2,7 @@
 
     python benchmarks/rollout_throughput.py [--family ant_dir] [--episodes 20] [--device cpu]
                                             [--vectorization sync] [--threads N] [--compile]
+                                            [--precision 32|bf16]
 
 For the family's test tasks x `episodes` environments (ant_dir: 5 x 20 = 100 envs, 200 steps):
 
@@ -15,7 +16,9 @@ For the family's test tasks x `episodes` environments (ant_dir: 5 x 20 = 100 env
   (iii) their ratio.
 
 With --compile the policy's step runs through `torch.compile` (`DTPolicy(compile=True)`); the
-compilation happens inside the evaluator's wall time, as it would in a real evaluation.
+compilation happens inside the evaluator's wall time, as it would in a real evaluation. With
+--precision bf16 the policy's steps run under bfloat16 autocast (`DTPolicy(precision="bf16")`:
+on GPUs, and on CPUs with bfloat16 matrix units such as AMX).
 
 Needs no datasets (normalised scores are then None). A random PromptDT outputs small actions,
 so the ant does not fall and every episode runs the full horizon.
@@ -85,6 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="compile the policy's step (torch.compile)")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="the policy's precision")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,13 +116,14 @@ def main(argv=None) -> None:
                          torch.randn(1, L, 1, generator=g), torch.arange(L)[None], torch.ones(1, L))
                for t in tasks}  # fmt: skip
     units = PLMUnits(np.zeros(fam.obs_dim), np.ones(fam.obs_dim), fam.rtg_scale, fam.horizon, context_length=20)
-    dt_policy = DTPolicy(model, units, device=args.device, compile=args.compile)
+    dt_policy = DTPolicy(model, units, device=args.device, compile=args.compile, precision=args.precision)
     policy = TimedPolicy(dt_policy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no dataset card on a fresh machine
         res = evaluate(policy, fam, tasks, prompts, args.episodes, seed=args.seed, vectorization=args.vectorization)
     sps = res["env_steps"] / res["wall_time_s"]
-    print(f"(ii)  evaluator{' (compiled)' if args.compile else ''}, PromptDT width 128 x 3 layers, K 20, prompt 5: {res['env_steps']} env steps in "
+    how = ", ".join([*(["compiled"] if args.compile else []), *(["bf16"] if args.precision == "bf16" else [])])
+    print(f"(ii)  evaluator{f' ({how})' if how else ''}, PromptDT width 128 x 3 layers, K 20, prompt 5: {res['env_steps']} env steps in "
           f"{res['wall_time_s']:.2f} s: {sps:,.0f} env steps/s; {res['policy_calls']} batched policy calls, "
           f"{1000 * policy.seconds / max(policy.calls, 1):.1f} ms each "
           f"({100 * policy.seconds / res['wall_time_s']:.0f}% of the wall time); mean return {res['return_mean']:.1f}, "
