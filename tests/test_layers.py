@@ -9,7 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "promptdiff"
 
 # lower number = lower layer; a module may import only from strictly lower layers (or its own)
-RANK = {"promptdiff": 0, "units": 0, "safe_io": 0, "lifetime": 0, "threads": 0, "prompt": 1, "envs": 2, "data": 3, "models": 3, "optim": 3, "production": 4,
+RANK = {"promptdiff": 0, "units": 0, "safe_io": 0, "lifetime": 0, "threads": 0, "stats": 0, "prompt": 1, "envs": 2, "data": 3, "models": 3, "optim": 3, "production": 4,
         "rollout": 4, "viz": 4, "methods": 5, "callbacks": 6, "benchmark": 7, "cli": 8}  # fmt: skip
 
 

@@ -139,6 +139,9 @@ class BenchmarkConfig:
     """Root of the results."""
     workers: int = 1
     """Cells run at once (local launcher)."""
+    focus: str | None = None
+    """The method table.md compares with every other by probability of improvement and IQM difference (with
+    95% CIs); default: prompt_diffuser if the benchmark has it, else the first method."""
     threads: int | None = None
     """Torch/OpenMP threads of each cell's process (OMP_NUM_THREADS and MKL_NUM_THREADS are set for it); default:
     OMP_NUM_THREADS if set, else cores / workers (local) or slurm.cpus_per_task. Recorded in every cell JSON and
@@ -172,6 +175,7 @@ def resolve(cfg: BenchmarkConfig, quick: bool) -> BenchmarkConfig:
     return BenchmarkConfig(name=f"{cfg.name}_quick", methods=methods, families=list(q.get("families", cfg.families)),
                            seeds=list(q.get("seeds", cfg.seeds)), episodes=int(q.get("episodes", cfg.episodes)),
                            reference=cfg.reference, out_dir=cfg.out_dir, workers=cfg.workers, threads=cfg.threads,
+                           focus=cfg.focus,
                            launcher=cfg.launcher, slurm=cfg.slurm)  # fmt: skip
 
 
@@ -700,6 +704,8 @@ def _check(cfg: BenchmarkConfig) -> None:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads must be >= 1, got {cfg.threads}")
+    if cfg.focus is not None and cfg.focus not in [m.name for m in cfg.methods]:
+        raise ValueError(f"focus {cfg.focus!r} is not one of the methods {[m.name for m in cfg.methods]}")
     if cfg.launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg.launcher!r}")
     slurm_options(cfg)
@@ -748,7 +754,13 @@ def write_tables(cfg: BenchmarkConfig, every: list[Cell]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(cfg, every)
     paths = {"md": out / "table.md", "csv": out / "table.csv", "png": out / "table.png"}
-    _atomic_write(paths["md"], markdown(cfg, rows, load_runs(out / "runs.json")))
+    aggregate = aggregate_statistics(cfg, every)
+    _atomic_write(paths["md"], markdown(cfg, rows, load_runs(out / "runs.json"), aggregate))
+    if aggregate["methods"]:
+        paths["profile"] = out / "profile.png"
+        profile_chart(cfg, aggregate, paths["profile"])
+        paths["stats"] = out / "stats.json"
+        _atomic_write(paths["stats"], json.dumps(_plain_stats(aggregate), indent=1) + "\n")
     with open(paths["csv"].with_suffix(".csv.tmp"), "w", newline="") as fh:
         keys = [k for k in rows[0] if k != "commands"]
         w = csv.DictWriter(fh, fieldnames=keys)
@@ -839,7 +851,8 @@ def _where(cfg: BenchmarkConfig) -> str:
     return "validation-task (held-out training tasks)" if all(val) else "mixed (see each method)" if any(val) else "test"
 
 
-def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = None) -> str:
+def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = None,
+             aggregate: dict | None = None) -> str:
     by = {(r["method"], r["family"]): r for r in rows}
     names = [m.name for m in cfg.methods]
     complete = all(r["seeds"] == r["seeds_expected"] for r in rows)
@@ -872,8 +885,125 @@ def markdown(cfg: BenchmarkConfig, rows: list[dict], runs: list[dict] | None = N
               "| wall time, all cells (min) | " + " | ".join(_minutes(w) for w in walls) + " |", "",
               f"Total wall time of the cells: {_minutes([w for ws in walls for w in ws])} min. Every cell's exact "
               f"command is in its JSON under cells/" + (f", e.g. `{example}`" if example else "."), ""]  # fmt: skip
+    lines += statistics_lines(aggregate) if aggregate else []
     lines += runs_summary(runs or [])
     return "\n".join(lines)
+
+
+# -- aggregate statistics (promptdiff.stats) -----------------------------------------------------------
+PROFILE_TAUS = np.linspace(0.0, 1.5, 61)
+"""The normalised-score thresholds of the performance profile."""
+
+
+def focus_method(cfg: BenchmarkConfig) -> str:
+    names = [m.name for m in cfg.methods]
+    return cfg.focus or ("prompt_diffuser" if "prompt_diffuser" in names else names[0])
+
+
+def task_scores(cfg: BenchmarkConfig, every: list[Cell]) -> tuple[dict[str, dict[tuple[str, int], list[float]]], int, int]:
+    """method -> (family, task) -> the normalised score of each done seed on that task (the mean over its episodes),
+    from the cells' primary sets; also how many done cells there are and how many of them lack per-episode
+    returns (cells written before those were kept)."""
+    from promptdiff.rollout.evaluator import migrate_result
+
+    scores: dict[str, dict[tuple[str, int], list[float]]] = {m.name: {} for m in cfg.methods}
+    done = lacking = 0
+    for cell in every:
+        summary = read_cell(cfg, cell)
+        if summary is None:
+            continue
+        summary = migrate_result(summary)
+        done += 1
+        tasks = summary["sets"][summary["primary"]]["tasks"]
+        lacking += any("returns" not in t for t in tasks.values())
+        for task, result in tasks.items():
+            if result.get("normalised_score") is not None:
+                scores[cell.method.name].setdefault((cell.family, int(task)), []).append(float(result["normalised_score"]))
+    return scores, done, lacking
+
+
+def aggregate_statistics(cfg: BenchmarkConfig, every: list[Cell], seed: int = 0) -> dict:
+    """Per method: IQM of the normalised score over its (family, task, seed) runs; against the focus method: the
+    probability of improvement and the IQM difference on the tasks both have, all with 95% stratified bootstrap
+    CIs (`promptdiff.stats`); and each method's performance profile."""
+    from promptdiff import stats
+
+    scores, done, lacking = task_scores(cfg, every)
+    focus = focus_method(cfg)
+    out = {"focus": focus, "methods": {}, "cells": done, "cells_without_episodes": lacking,
+           "taus": PROFILE_TAUS.tolist()}  # fmt: skip
+    for name, by_task in scores.items():
+        if not by_task:
+            continue
+        keys = sorted(by_task)
+        entry = {"runs": sum(len(by_task[k]) for k in keys), "tasks": len(keys),
+                 "iqm": stats.iqm([by_task[k] for k in keys], seed=seed),
+                 "profile": stats.performance_profile([by_task[k] for k in keys], PROFILE_TAUS, seed=seed)}  # fmt: skip
+        common = [k for k in keys if k in scores[focus]]
+        if name != focus and common:
+            mine, theirs = [scores[focus][k] for k in common], [by_task[k] for k in common]
+            entry.update(common_tasks=len(common),
+                         poi=stats.probability_of_improvement(mine, theirs, seed=seed),
+                         difference=stats.iqm_difference(mine, theirs, seed=seed))  # fmt: skip
+        out["methods"][name] = entry
+    return out
+
+
+def statistics_lines(aggregate: dict) -> list[str]:
+    """table.md's section on the aggregate statistics."""
+    focus, methods = aggregate["focus"], aggregate["methods"]
+    if not methods:
+        return []
+    lines = ["", "Aggregate statistics of the normalised score (Agarwal et al. 2021): interquartile mean (IQM) over "
+             "every (family, task, seed) run, with a 95% stratified bootstrap CI (runs resampled within each task); "
+             f"the probability that a run of {focus} beats one of the other method on the same task (ties half, "
+             f"averaged over the tasks both have) and the IQM difference {focus} - other on those tasks, each with "
+             "its 95% CI. Separable: the CI of the difference excludes 0; otherwise the two are not separable at "
+             "these seeds.", "",
+             f"| method | runs (tasks) | IQM [95% CI] | P({focus} > method) [95% CI] | IQM {focus} - method [95% CI] "
+             "| separable |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, e in methods.items():
+        if "poi" in e:
+            verdict = ("yes: " + (f"{focus} better" if e["difference"].value > 0 else f"{name} better")
+                       if e["difference"].excludes(0.0) else "no")  # fmt: skip
+            versus = [e["poi"].format(), e["difference"].format(), verdict]
+        else:
+            versus = ["—", "—", "—"]
+        lines.append(f"| {name} | {e['runs']} ({e['tasks']}) | {e['iqm'].format()} | " + " | ".join(versus) + " |")
+    if aggregate["cells_without_episodes"]:
+        lines += ["", f"{aggregate['cells_without_episodes']} of {aggregate['cells']} cells hold task means only (written "
+                      "before per-episode returns were kept); the statistics above resample seeds, not episodes."]  # fmt: skip
+    lines += ["", "profile.png: the performance profile of every method (fraction of runs with normalised score "
+                  "above tau, 95% CI band); stats.json: these numbers.", ""]  # fmt: skip
+    return lines
+
+
+def _plain_stats(aggregate: dict) -> dict:
+    """aggregate_statistics as JSON-able values (Estimates as {value, low, high})."""
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if hasattr(v, "low") and hasattr(v, "high"):
+            return {"value": v.value, "low": v.low, "high": v.high}
+        return v
+
+    return plain(aggregate)
+
+
+def profile_chart(cfg: BenchmarkConfig, aggregate: dict, path: Path) -> None:
+    """profile.png, drawn by `promptdiff.viz.tables.performance_profile_figure`."""
+    from promptdiff.viz.tables import performance_profile_figure
+
+    taus = np.asarray(aggregate["taus"])
+    profiles = {name: (taus, *(np.array([getattr(p, k) for p in e["profile"]]) for k in ("value", "low", "high")))
+                for name, e in aggregate["methods"].items()}  # fmt: skip
+    fig = performance_profile_figure(profiles, title=f"{cfg.name}: performance profiles over seeds {cfg.seeds}")
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
 
 
 def bar_chart(cfg: BenchmarkConfig, rows: list[dict], path: Path) -> None:

@@ -89,3 +89,22 @@ def benchmark_figure(rows: list[dict], value: str = "auto", title: str = "") -> 
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def performance_profile_figure(profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                               title: str = "") -> Figure:  # fmt: skip
+    """Performance profiles (Agarwal et al. 2021): per method, the fraction of runs whose normalised score
+    exceeds tau, against tau, with its confidence band. `profiles`: method -> (taus, fraction, low, high)."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (taus, frac, low, high) in profiles.items():
+        (line,) = ax.plot(taus, frac, label=name, linewidth=1.6)
+        ax.fill_between(taus, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
+    ax.set_xlabel("normalised score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
