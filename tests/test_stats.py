@@ -108,3 +108,12 @@ def test_benchmark_tables_report_the_statistics_of_hand_made_cells(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| a | 15 (5) |"))
     assert "1.010 [" in row and row.endswith("| yes: a better |")
     assert (tmp_path / "t" / "profile.png").read_bytes()[:4] == b"\x89PNG" and outputs["profile"].endswith("profile.png")
+
+
+def test_iqm_agrees_with_scipys_trimmed_mean():
+    from scipy.stats import trim_mean  # scipy comes with scikit-learn; promptdiff.stats itself needs numpy only
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 5, 7, 8, 13, 66):
+        x = rng.standard_cauchy(n)
+        assert stats.iqm([x]).value == pytest.approx(trim_mean(x, 0.25))
