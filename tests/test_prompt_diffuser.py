@@ -187,6 +187,15 @@ def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
     with pytest.raises(ValueError, match="does not fit"):
         PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), cond_dim=16, diffusion_steps=10,
                        denoiser={"class_path": "promptdiff.models.MLPDenoiser", "init_args": {"hidden": 48, "blocks": 1, "time_dim": 16}})
+    # refused before any weight is copied: another family (here one whose PLM is shipped), another prompt length
+    with pytest.raises(ValueError, match=r"trained with family 'point_robot', this run has 'cheetah_vel'.*"
+                                         r"conf/diffuser_pretrain/cheetah_vel.yaml"):
+        PromptDiffuser("cheetah_vel", init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), **SMALL)
+    with pytest.raises(ValueError, match="trained with prompt_length 5, this run has 4"):
+        PromptDiffuser(family, init_diffuser=str(tmp_path / "ckpt" / "last.ckpt"), prompt_length=4, **SMALL)
+    with pytest.raises(FileNotFoundError, match=r"nope.ckpt not found: make it with `promptdiff fit --config "
+                                                r"conf/diffuser_pretrain/point_robot.yaml`"):
+        PromptDiffuser(family, init_diffuser=str(tmp_path / "nope.ckpt"), **SMALL)
 
 
 def test_shipped_stage_one_diffuser_drives_the_zero_shot_prompt():

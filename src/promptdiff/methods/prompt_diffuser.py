@@ -122,10 +122,16 @@ class PromptDiffuser(PromptTuningMethod):
 
     def _init_from_stage1(self, path: str) -> None:
         path = Path(path)
+        make = f"promptdiff fit --config conf/diffuser_pretrain/{self.family.name}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"init_diffuser checkpoint {path} not found (run the stage-1 config "
-                                    f"conf/diffuser_pretrain/{self.family.name}.yaml first, or set init_diffuser: null)")  # fmt: skip
+            raise FileNotFoundError(f"init_diffuser checkpoint {path} not found: make it with `{make}` (and use its "
+                                    "last.ckpt), or set init_diffuser: null")  # fmt: skip
         ck = load_checkpoint(path, what="init_diffuser checkpoint")
+        theirs = ck.get("hyper_parameters") if isinstance(ck, dict) else None
+        for key, mine in (("family", self.family.name), ("prompt_length", self.hparams.prompt_length)):
+            if isinstance(theirs, dict) and key in theirs and theirs[key] != mine:  # before any weight is copied
+                raise ValueError(f"init_diffuser checkpoint {path} was trained with {key} {theirs[key]!r}, this run "
+                                 f"has {mine!r}: use the stage-1 diffuser of this setting (`{make}`)")  # fmt: skip
         prefix = "diffusers.0."
         state = ck.get("state_dict") if isinstance(ck, dict) else None
         weights = {k[len(prefix):]: v for k, v in (state or {}).items() if k.startswith(prefix)}
