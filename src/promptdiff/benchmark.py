@@ -914,8 +914,8 @@ def task_scores(cfg: BenchmarkConfig, every: list[Cell]) -> tuple[dict[str, dict
             continue
         summary = migrate_result(summary)
         done += 1
-        tasks = summary["sets"][summary["primary"]]["tasks"]
-        lacking += any("returns" not in t for t in tasks.values())
+        tasks = summary["sets"][summary["primary"]].get("tasks") or {}  # a summary with means only: no runs
+        lacking += not tasks or any("returns" not in t for t in tasks.values())
         for task, result in tasks.items():
             if result.get("normalised_score") is not None:
                 scores[cell.method.name].setdefault((cell.family, int(task)), []).append(float(result["normalised_score"]))
