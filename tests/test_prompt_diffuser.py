@@ -18,6 +18,7 @@ from promptdiff.envs import get_family
 from promptdiff.methods import PromptDiffuser
 from promptdiff.methods.prompt_diffuser import NonFiniteLossError
 from promptdiff.models import PromptCodec
+from promptdiff.safe_io import load_checkpoint
 
 from test_pretrain import FAMILIES, _scalar_tags, tiny_data
 
@@ -196,6 +197,20 @@ def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope.ckpt not found: make it with `promptdiff fit --config "
                                                 r"conf/diffuser_pretrain/point_robot.yaml`"):
         PromptDiffuser(family, init_diffuser=str(tmp_path / "nope.ckpt"), **SMALL)
+    # shipped: the diffuser weights and hyper-parameters only, with a record of the run's logged losses
+    assert main(["data", "ship-stage1", str(tmp_path / "ckpt" / "last.ckpt"), "--family", family, "--root",
+                 str(tmp_path / "ship"), "--run_dir", str(tmp_path / "runs"), "--note", "test run"]) == 0  # fmt: skip
+    shipped = tmp_path / "ship" / family / "diffuser_stage1.ckpt"
+    slim = load_checkpoint(shipped)
+    assert slim["state_dict"] and all(k.startswith("diffusers.0.") for k in slim["state_dict"])
+    assert "optimizer_states" not in slim and slim["hyper_parameters"]["family"] == family
+    record = json.loads(shipped.with_suffix(".json").read_text())
+    assert record["step"] == 2 and record["note"] == "test run" and 0 < record["logged"]["val/L_DM"][-1][0] <= 2
+    again = PromptDiffuser(family, init_diffuser=str(shipped), **SMALL)
+    for (k, v), w in zip(again.diffusers[0].state_dict().items(), stage1.diffusers[0].state_dict().values()):
+        assert torch.equal(v, w), k
+    assert main(["data", "ship-stage1", str(tmp_path / "ckpt" / "last.ckpt"), "--family", "cheetah_vel", "--root",
+                 str(tmp_path / "ship")]) == 2  # fmt: skip
 
 
 def test_shipped_stage_one_diffuser_drives_the_zero_shot_prompt():
@@ -355,3 +370,23 @@ def test_val_split_tunes_and_evaluates_held_out_training_tasks(tmp_path):
                  "--data.init_args.family", family, "--data.init_args.root", str(tmp_path / "data"), *split]) == 0  # fmt: skip
     assert set(json.loads(out.read_text())["sets"]["expert"]["tasks"]) == {str(t) for t in val}
 
+
+
+SHIPPED_STAGE1 = sorted((ROOT / "datasets").glob("*/diffuser_stage1.ckpt"))
+
+
+@pytest.mark.parametrize("ckpt", SHIPPED_STAGE1, ids=[p.parent.name for p in SHIPPED_STAGE1])
+def test_every_shipped_stage_one_diffuser_fits_its_family_config(ckpt):
+    """Each shipped stage-1 diffuser initialises the diffusers of its family's own config (conf/<family>.yaml),
+    has finite weights and a record that names its step."""
+    family = ckpt.parent.name
+    cfg = resolved_config(ROOT / "conf" / f"{family}.yaml")
+    hp = {k: v for k, v in cfg["model"]["init_args"].items() if v is not None}
+    hp.update(family=family, root=str(ROOT / "datasets"), init_diffuser=str(ckpt))
+    module = PromptDiffuser(**hp)
+    weights = load_checkpoint(ckpt)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    for k, v in module.diffusers[-1].state_dict().items():
+        assert torch.equal(v, weights[f"diffusers.0.{k}"]), k
+    record = json.loads(ckpt.with_suffix(".json").read_text())
+    assert record["family"] == family and record.get("step", record.get("training", {}).get("steps")) >= 1000

@@ -27,8 +27,8 @@ def _files(fam: TaskFamily, root: Path) -> list[tuple[str, bool, str]]:
                  f"promptdiff fit --config conf/pretrain/{fam.plm_name}.yaml, then copy its last.ckpt to "
                  f"{root / fam.plm_name / 'plm.ckpt'}"))  # fmt: skip
     rows.append(("stage-1 diffuser", (root / fam.name / "diffuser_stage1.ckpt").is_file(),
-                 f"promptdiff fit --config conf/diffuser_pretrain/{fam.name}.yaml, then copy its last.ckpt to "
-                 f"{root / fam.name / 'diffuser_stage1.ckpt'}"))  # fmt: skip
+                 f"promptdiff fit --config conf/diffuser_pretrain/{fam.name}.yaml, then promptdiff data ship-stage1 "
+                 f"<its last.ckpt> --family {fam.name} --root {root}"))  # fmt: skip
     return rows
 
 

@@ -6,6 +6,7 @@
     promptdiff data info FILE_OR_MINARI_ID [--family F]         summarise a trajectory file or Minari dataset
     promptdiff data export-minari --family F [--role prompt]    our trajectory file -> a Minari dataset
     promptdiff data import-minari DATASET_ID --family F         a Minari dataset -> our trajectory file
+    promptdiff data ship-stage1 CKPT --family F                 a stage-1 run's diffuser -> datasets/<family>/
     promptdiff families                                         task families and which files are present
     promptdiff fit --config conf/pretrain/<family>.yaml         pre-train the PLM (LightningCLI)
     promptdiff fit --config conf/<family>.yaml                  Prompt Diffuser on the test tasks
@@ -120,6 +121,19 @@ def _import_minari_parser() -> ArgumentParser:
     return p
 
 
+def _ship_stage1_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Ship a stage-1 diffuser: keep the diffuser weights and hyper-parameters of a "
+                       "checkpoint of `promptdiff fit --config conf/diffuser_pretrain/<family>.yaml` as "
+                       "<root>/<family>/diffuser_stage1.ckpt, with a JSON record (step, the losses the run logged).")  # fmt: skip
+    p.add_argument("ckpt", type=str, help="a checkpoint of the stage-1 run (e.g. its last.ckpt)")
+    p.add_argument("--family", type=str, required=True, help="the run's family")
+    p.add_argument("--root", type=str, default="datasets", help="dataset root")
+    p.add_argument("--run_dir", type=str | None, default=None,
+                   help="the run's log directory (runs/diffuser_pretrain/<family>/version_N): its losses go in the record")
+    p.add_argument("--note", type=str | None, default=None, help="free text for the record (command, machine, why this step)")
+    return p
+
+
 def _families_parser() -> ArgumentParser:
     p = ArgumentParser(description="List the task families (tasks, splits, sizes) and which of their files "
                        "(data, expert, PLM, stage-1 diffuser) are present, with the commands that make the rest.")  # fmt: skip
@@ -153,6 +167,7 @@ def build_parser() -> ArgumentParser:
     data_sub.add_subcommand("info", _info_parser(), help="summarise a trajectory file or Minari dataset")
     data_sub.add_subcommand("export-minari", _export_minari_parser(), help="write a trajectory file as a Minari dataset")
     data_sub.add_subcommand("import-minari", _import_minari_parser(), help="convert a Minari dataset")
+    data_sub.add_subcommand("ship-stage1", _ship_stage1_parser(), help="ship a stage-1 diffuser checkpoint")
     return parser
 
 
@@ -254,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
             print(import_minari(a.dataset_id, a.family, role=a.role, quality=a.quality, root=a.root, out=a.out,
                                 task_field=a.task_field, task_map=a.task_map, minari_root=a.minari_root,
                                 overwrite=a.overwrite))  # fmt: skip
+        elif cfg.command == "data" and cfg.data.action == "ship-stage1":
+            from promptdiff.production.stage1 import ship_stage1
+
+            a = cfg.data["ship-stage1"]
+            for path in ship_stage1(a.ckpt, a.family, root=a.root, run_dir=a.run_dir,
+                                    record={"note": a.note} if a.note else None):  # fmt: skip
+                print(path)
         elif cfg.command == "families":
             from promptdiff.cli.families import families_report
 
