@@ -79,13 +79,17 @@ def _benchmark_parser() -> ArgumentParser:
     return p
 
 
+def _add_minari_root(p: ArgumentParser) -> None:
+    p.add_argument("--minari_root", type=str | None, default=None,
+                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+
+
 def _info_parser() -> ArgumentParser:
     p = ArgumentParser(description="Validate a trajectory file (or a local Minari dataset, by its id) and print "
                        "its per-task statistics.")  # fmt: skip
     p.add_argument("file", type=str, help="an HDF5 trajectory file, or a Minari dataset id (namespace/name-vN)")
     p.add_argument("--family", type=str | None, default=None, help="the task family (needed for a Minari dataset)")
-    p.add_argument("--minari_root", type=str | None, default=None,
-                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    _add_minari_root(p)
     return p
 
 
@@ -98,8 +102,7 @@ def _export_minari_parser() -> ArgumentParser:
     p.add_argument("--root", type=str, default="datasets", help="our dataset root")
     p.add_argument("--dataset_id", type=str | None, default=None,
                    help="Minari dataset id (default: promptdiff/<family>-<role>-<quality>-v0)")
-    p.add_argument("--minari_root", type=str | None, default=None,
-                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    _add_minari_root(p)
     return p
 
 
@@ -116,8 +119,7 @@ def _import_minari_parser() -> ArgumentParser:
     p.add_argument("--task_field", type=str, default="task_id", help="episode-metadata field holding the task id")
     p.add_argument("--task_map", type=str | None, default=None, help="JSON file {episode index: task id}")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    p.add_argument("--minari_root", type=str | None, default=None,
-                   help="Minari's dataset root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    _add_minari_root(p)
     return p
 
 
