@@ -172,6 +172,29 @@ def test_best_of_n_keeps_the_candidate_with_the_lowest_plm_loss():
     torch.testing.assert_close(chosen.states, candidates.states[int(losses.argmin())][None])
 
 
+def test_shared_diffuser_pools_the_tasks_few_shot_data():
+    """shared=True: one diffuser for every task of the split, trained on their pooled windows. With the
+    same weights, its L_DM on a batch is the mean of the per-task diffusers' L_DM (equal windows per task)."""
+    torch.manual_seed(0)
+    per = PromptDiffuser("point_robot", **SMALL)
+    shared = PromptDiffuser("point_robot", shared=True, **SMALL)
+    assert len(per.diffusers) == len(per.tasks) > 1 and len(shared.diffusers) == 1
+    for p in shared.diffusers.parameters():  # an untrained x0 model outputs zeros: make the loss depend on x0
+        p.data.normal_(0.0, 0.3)
+    for d in per.diffusers:
+        d.load_state_dict(shared.diffusers[0].state_dict())
+    assert {id(shared.diffuser_for(t)) for t in shared.tasks} == {id(shared.diffusers[0])}
+    dm = FewShotDataModule("point_robot", batch_size=4)
+    batch = dm.draw(np.random.default_rng(0))
+    T, B = batch["window"]["timesteps"].shape[:2]
+    draws = per.diffusion_draws(T, B, (0, 0, 0))
+    l_dm_per, _ = per.losses(batch, draws, need_guidance=False)
+    l_dm_shared, _ = shared.losses(batch, draws, need_guidance=False)
+    assert len(l_dm_per) == T and len(l_dm_shared) == 1
+    assert len({round(x, 6) for x in torch.stack(l_dm_per).detach().tolist()}) > 1  # the tasks' losses differ, so the mean is a real check
+    torch.testing.assert_close(l_dm_shared[0], torch.stack(l_dm_per).mean())
+
+
 def test_stage_one_diffuser_initialises_every_task_diffuser(tmp_path):
     family = "point_robot"
     train = tiny_data(family, tmp_path / "data")

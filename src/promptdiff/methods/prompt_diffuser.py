@@ -1,8 +1,9 @@
 """Prompt Diffuser: a conditional diffusion model generates the frozen PLM's trajectory prompt.
 
 The module holds the frozen PLM (eval mode, no gradients into it) and the trainable diffuser(s):
-one diffuser per test task (`split: test`, few-shot tuning), or one shared by all training
-tasks (`split: train`, stage-1 pre-training whose weights can initialise the few-shot stage).
+one diffuser per test task (`split: test`, few-shot tuning; `shared: true` pools the test tasks
+into one), or one shared by all training tasks (`split: train`, stage-1 pre-training whose weights
+can initialise the few-shot stage, `init_diffuser`).
 `split: val` runs the few-shot protocol on held-out training tasks, to choose hyper-parameters
 without looking at the test tasks.
 
@@ -48,9 +49,9 @@ from promptdiff.safe_io import first_non_finite, load_checkpoint
 class PromptDiffuser(PromptTuningMethod):
     def __init__(self, family: str, plm: str | None = None, split: str = "test", context_length: int = 20,
                  prompt_length: int = 5, root: str = "datasets", tasks: list[int] | None = None,
-                 init_diffuser: str | None = None, diffusion_steps: int = 50, schedule: str = "cosine",
-                 prediction: str = "sample", denoiser: dict | None = None, cond_dim: int = 64,
-                 cond_dropout: float = 0.0, guidance_scale: float = 1.0,
+                 init_diffuser: str | None = None, shared: bool = False, diffusion_steps: int = 50,
+                 schedule: str = "cosine", prediction: str = "sample", denoiser: dict | None = None,
+                 cond_dim: int = 64, cond_dropout: float = 0.0, guidance_scale: float = 1.0,
                  sample_steps: int = 10, clip_sample: float | None = None, combine: str = "projection",
                  lam: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  best_of_n: int = 1, sample_seed: int = 0, condition: str = "tail", seed: int = 0):  # fmt: skip
@@ -66,6 +67,8 @@ class PromptDiffuser(PromptTuningMethod):
             tasks: narrow the split to these tasks (linked from the data module).
             init_diffuser: checkpoint of a stage-1 run whose diffuser initialises every diffuser here
                 (None: from scratch).
+            shared: one diffuser for all tasks of the split, trained on their pooled few-shot data (True), or
+                one per task (False, default). Always one on split "train" (stage 1).
             diffusion_steps: S, steps of the DDPM process.
             schedule: "cosine" or "linear" noise schedule.
             prediction: the denoiser predicts x0 ("sample", default) or the noise ("epsilon"). With the cosine
@@ -109,7 +112,7 @@ class PromptDiffuser(PromptTuningMethod):
         self.codec = PromptCodec(fam.obs_dim, fam.act_dim, prompt_length)
         self.diffusion = GaussianDiffusion(diffusion_steps, schedule=schedule, prediction=prediction,
                                            clip_sample=clip_sample)  # fmt: skip
-        n = 1 if split == "train" else len(self.tasks)
+        n = 1 if split == "train" or shared else len(self.tasks)
         self.diffusers = nn.ModuleList([self._new_denoiser() for _ in range(n)])
         if init_diffuser:
             self._init_from_stage1(init_diffuser)
