@@ -462,3 +462,23 @@ def test_killed_collection_takes_its_workers_along_and_the_next_run_cleans_up(tm
     assert not partial.exists()
     with open_trajectories(dataset_path("point_robot", "train", root=tmp_path), role="train") as f:
         assert f.num_episodes == 2
+
+
+def test_regenerating_without_the_card_warns_when_the_data_differ_from_it(tmp_path, capsys):
+    """Data regenerated under a card (card=False: a fresh checkout filling its cache) are checked against it: the
+    same data pass silently, data that differ are named by task, file and both returns."""
+    import json
+
+    collect(shrunk("point_robot", tmp_path, tasks=[0, 3], episodes_per_task=2))  # writes the card
+    regenerate = shrunk("point_robot", tmp_path, tasks=[0, 3], episodes_per_task=2, card=False)
+    capsys.readouterr()
+    collect(regenerate)
+    assert "warning" not in capsys.readouterr().err  # deterministic scripted expert: the card's data again
+    card_file = tmp_path / "point_robot" / "card.json"
+    card = json.loads(card_file.read_text())
+    card["tasks"]["3"]["prompt_return"] += 5.0  # as if the card's data came from another code or CPU
+    card_file.write_text(json.dumps(card))
+    collect(regenerate)
+    err = capsys.readouterr().err
+    assert "warning" in err and "task 3 of prompt-expert.h5" in err and str(card_file) in err
+    assert json.loads(card_file.read_text()) == card  # the card is not rewritten

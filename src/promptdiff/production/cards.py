@@ -113,6 +113,39 @@ def write_card(cfg, wall_time: float | None = None) -> Path:
     return card_path
 
 
+def differs_from_card(family, root: str | Path = "datasets", rtol: float = 1e-6) -> str | None:
+    """Compare the per-task mean returns of the family's expert files under root with its card: None when they
+    agree (or there is no card), else one line naming the largest difference.
+
+    Files that differ were made by another version of the collection code than the card's data (the shipped
+    MuJoCo cards predate the row-by-row float64 expert, so regenerated locomotion data differ from them in
+    the last bits, which the simulator amplifies) or where the floating point differs: the same distribution,
+    another draw, so results made from them match results made from the card's data in distribution only."""
+    fam = get_family(family)
+    card_file = Path(root) / fam.name / "card.json"
+    if not card_file.exists():
+        return None
+    tasks = json.loads(card_file.read_text())["tasks"]
+    worst = None  # (relative difference, role, task, collected, card)
+    for role, key in (("train", "expert_return"), ("prompt", "prompt_return")):
+        stats = _file_stats(fam.name, role, "expert", root)
+        for t, st in (stats or {"tasks": {}})["tasks"].items():
+            ref = tasks.get(str(t), {}).get(key)
+            if ref is None:
+                continue
+            rel = abs(st["return_mean"] - ref) / max(abs(ref), 1.0)
+            if rel > rtol and (worst is None or rel > worst[0]):
+                worst = (rel, role, t, st["return_mean"], ref)
+    if worst is None:
+        return None
+    _, role, t, got, ref = worst
+    return (f"{card_file.parent}: the collected data differ from the ones the dataset card describes ({card_file}); "
+            f"largest: task {t} of {role}-expert.h5, mean return {got:.1f} here vs {ref:.1f} on the card. Made by "
+            f"another collection code or floating point than the card's data (locomotion amplifies last-bit "
+            f"differences), they are another draw of the same distribution: results made from them are comparable "
+            f"with results made from the card's data in distribution, not run for run")
+
+
 def rerender_card(family: str, root: str | Path = "datasets") -> Path:
     """Rewrite README.md from card.json (and plm.json, the shipped PLM's scores, if present)."""
     folder = Path(root) / family

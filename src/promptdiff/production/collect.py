@@ -356,6 +356,12 @@ def _collect_locked(cfg: CollectConfig) -> list[Path]:
         from promptdiff.production.cards import write_card
 
         write_card(cfg, wall_time=time.time() - start)
+    elif "expert" in cfg.qualities:
+        from promptdiff.production.cards import differs_from_card
+
+        note = differs_from_card(fam, cfg.root)
+        if note:
+            print(f"promptdiff: warning: {note}", file=sys.stderr)
     return paths
 
 
