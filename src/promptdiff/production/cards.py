@@ -121,8 +121,10 @@ def differs_from_card(family, root: str | Path = "datasets", rtol: float = 1e-6)
     MuJoCo cards predate the row-by-row float64 expert, so regenerated locomotion data differ from them in
     the last bits, which the simulator amplifies) or where the floating point differs: the same distribution,
     another draw, so results made from them match results made from the card's data in distribution only."""
+    from promptdiff.data.cards import card_path
+
     fam = get_family(family)
-    card_file = Path(root) / fam.name / "card.json"
+    card_file = card_path(fam, root)
     if not card_file.exists():
         return None
     tasks = json.loads(card_file.read_text())["tasks"]
