@@ -4,6 +4,7 @@ action loss, the per-task rollout path against the batched one, and every conf/b
 shrunk through `promptdiff fit`."""
 
 import json
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -13,6 +14,7 @@ import yaml
 
 from promptdiff.cli.main import main
 from promptdiff.data.fewshot import FewShotDataModule
+from promptdiff.data.hdf5_format import content_digest
 from promptdiff.envs import get_family
 from promptdiff.methods import Adaptor, PromptDTFinetune, PromptDTPretrain, PromptTuningDT, SoftPrompt
 from promptdiff.methods.frozen_plm import load_frozen_plm
@@ -277,6 +279,10 @@ def test_every_baseline_config_fits_and_writes_final_json(config, tmp_path, plm)
     assert set(primary["tasks"]) == {str(t) for t in FAM.test_tasks}
     assert np.isfinite(primary["return_mean"]) and "score_mean" in primary
     assert summary["tuned_parameters"] == expected_tuned_parameters(cls_name, init_args, plm)
+    # the data the run read, by content (what the benchmark compares to tell a cell made from other data)
+    root, files = Path(summary["data"]["root"]), summary["data"]["files"]
+    assert f"{FAM.dataset_family}/prompt-expert.h5" in files
+    assert all(digest == content_digest(root / name) for name, digest in files.items())
 
 
 def test_prompt_quality_changes_the_starting_prompt_not_the_tuning_data(tmp_path):

@@ -12,6 +12,7 @@ from promptdiff.data.hdf5_format import (
     DatasetError,
     Trajectory,
     TrajectoryWriter,
+    content_digest,
     dataset_path,
     open_trajectories,
     partial_path,
@@ -60,6 +61,35 @@ def test_round_trip_preserves_arrays_attributes_and_task_stats(tmp_path):
         assert f.attrs["seed"] == 3 and f.attrs["schema_version"] == 1
         assert "numpy" in f.attrs["package_versions"]
         np.testing.assert_allclose(f.task_params()[5], [0.5])
+
+
+def test_content_digest_follows_the_data_not_the_file(tmp_path):
+    """Two writes of the same trajectories by other settings (other file attributes, other bytes on disk) have
+    one digest; one changed action, a changed episode attribute or one episode less changes it."""
+    trajs = [make_traj(0, seed=1), make_traj(3, seed=2)]
+    a = write(tmp_path / "a.h5", trajs)
+    with TrajectoryWriter(tmp_path / "b.h5", family="point_robot", obs_dim=2, act_dim=2, role="train",
+                          quality="expert", expert="elsewhere", seed=9, config={"root": "/other/place"}) as w:  # fmt: skip
+        for t in trajs:
+            w.add(t, task_param=[0.1 * t.task_id], split="train")
+    b = tmp_path / "b.h5"
+    assert a.read_bytes() != b.read_bytes() and content_digest(a) == content_digest(b)
+    assert len(content_digest(a)) == 16
+
+    nudged = make_traj(3, seed=2)
+    nudged.actions[2, 1] = np.nextafter(nudged.actions[2, 1], np.float32(2))  # one last-bit change
+    other_param = tmp_path / "c.h5"
+    with TrajectoryWriter(other_param, family="point_robot", obs_dim=2, act_dim=2, role="train",
+                          quality="expert", expert="test", seed=3, config={"k": 1}) as w:  # fmt: skip
+        for t in trajs:
+            w.add(t, task_param=[0.2 * t.task_id], split="train")
+    digests = {content_digest(p) for p in (a, write(tmp_path / "d.h5", [trajs[0], nudged]), other_param,
+                                           write(tmp_path / "e.h5", trajs[:1]))}  # fmt: skip
+    assert len(digests) == 4
+
+    first = content_digest(a)  # cached per (file, size, modification time): a rewritten file is read again
+    write(a, [trajs[0], nudged])
+    assert content_digest(a) != first
 
 
 def test_writer_rejects_bad_shapes_and_leaves_nothing(tmp_path):

@@ -20,7 +20,8 @@ written to JSON.
 With `final_table` the callback also evaluates once at the end of `fit`, prints per test task
 the return of every prompt set side by side, logs the same numbers to the trainer's loggers under
 `rollout_final/...` (at the last step) and writes `<log_dir>/rollout_final.json` (or the
-file `final_json` names, also without a logger). The summary names the method's own set
+file `final_json` names, also without a logger), which also records the data files the run read, by
+content digest (`data`: `promptdiff.data.segments.data_record`). The summary names the method's own set
 (`primary`) and its number of tuned parameters; `primary_only` evaluates that set alone (the
 benchmark runs the expert prompt as its own method).
 
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 from promptdiff.callbacks import targets
+from promptdiff.data.segments import data_record
 from promptdiff.rollout import evaluate
 from promptdiff.rollout.evaluator import summarise
 
@@ -110,6 +112,7 @@ class RolloutCallback(L.Callback):
                 logger.log_metrics(self.last_metrics("rollout_final"), step=trainer.global_step)
                 logger.save()
             print(format_table(summary))
+            summary["data"] = data_record(trainer.datamodule, module.family)  # the files it read, by content
             path = None
             if self.final_json:
                 path = Path(self.final_json)

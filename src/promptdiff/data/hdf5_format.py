@@ -32,11 +32,14 @@ episodes. `open_trajectories` validates a file's structure before anything reads
 episode read is checked for NaN and inf; both raise `DatasetError` naming the file and the
 problem. `summarise` (`promptdiff data info`) reads every episode, recomputes the per-task
 statistics it reports and refuses a file whose stored statistics, counts, task ids or sizes
-contradict its episodes or its family.
+contradict its episodes or its family. `content_digest` names what a file holds (its arrays and
+episode attributes, not its bytes): results record it to say which data they were made from.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -436,6 +439,38 @@ def dataset_path(family: str, role: str, quality: str = "expert", root: str | Pa
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
     return Path(root) / family / f"{role}-{quality}.h5"
+
+
+def content_digest(path: str | Path) -> str:
+    """A digest (16 hex digits of SHA-256) of the data a trajectory file holds: every array and every attribute of
+    its episodes and task statistics, in name order. Not the file's own attributes (where, with which settings
+    and package versions it was written) nor HDF5's byte layout, which differ between two writes of the same
+    data: two collections of the same trajectories have the same digest, one changed value changes it.
+    Computed once per (file, size, modification time) in a process."""
+    path = Path(path)
+    st = path.stat()
+    return _content_digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+
+    def add(name: str, obj) -> None:
+        h.update(name.encode() + b"\0")
+        for key in sorted(obj.attrs):
+            value = np.asarray(obj.attrs[key])
+            h.update(f"{key}:{value.dtype.str}:{value.shape}\0".encode() + value.tobytes())
+        if isinstance(obj, h5py.Dataset):
+            value = obj[()]
+            h.update(f"{value.dtype.str}:{value.shape}\0".encode() + np.ascontiguousarray(value).tobytes())
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(add)  # every object below the root, in name order; the root's attributes left out
+    except OSError as err:
+        raise DatasetError(path, f"cannot read it as HDF5 ({err})") from None
+    return h.hexdigest()[:16]
 
 
 def summarise(path: str | Path) -> dict:

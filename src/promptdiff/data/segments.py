@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from promptdiff.data.hdf5_format import DatasetError, Trajectory, dataset_path, open_trajectories
+from promptdiff.data.hdf5_format import DatasetError, Trajectory, content_digest, dataset_path, open_trajectories
 from promptdiff.prompt import Prompt
 from promptdiff.units import PLMUnits
 
@@ -324,3 +324,19 @@ def tail_prompts(sampler: SegmentSampler, tasks: Iterable[int], seed: int = 0) -
     pre-training's rollouts, Prompt-DT, the tuners' starting prompts and Prompt Diffuser's condition."""
     rng = np.random.default_rng([seed, 7])
     return {t: sampler.sample(t, 1, rng)[0] for t in tasks}
+
+
+def data_record(datamodule, family) -> dict | None:
+    """Which data a run read: {"root": the dataset root, "files": {<path under root>: content digest}} for the
+    files the data module names (`required_files()`, (role, quality) pairs) that exist; None for a data module
+    that does not name its files. A result that records it can later be told apart from one made from other
+    data (`promptdiff benchmark` reruns such a cell)."""
+    from promptdiff.envs import get_family
+
+    required = getattr(datamodule, "required_files", None)
+    if required is None:
+        return None
+    root = str(getattr(datamodule, "hparams", {}).get("root", "datasets"))
+    fam = get_family(family) if isinstance(family, str) else family
+    paths = [dataset_path(fam.dataset_family, role, quality, root) for role, quality in required()]
+    return {"root": root, "files": {p.relative_to(root).as_posix(): content_digest(p) for p in paths if p.is_file()}}
