@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import promptdiff.benchmark as bench
 from promptdiff.benchmark import BenchmarkConfig, MethodSpec, cells, collect, markdown, relative, resolve, run
 from promptdiff.cli.main import main
 from promptdiff.data.hdf5_format import content_digest
+from promptdiff.threads import cpu_model
 
 from test_pretrain import ROOT
 
@@ -162,8 +164,11 @@ def test_rerun_runs_only_missing_cells(quick, monkeypatch):
     redone = json.loads(redo.path.read_text())
     assert redone["benchmark_method"] == "mt_orl"
     assert redone["threads"] == 1 and redone["torch_threads"] == 1  # given, and what the cell's torch ran with
+    # the CPU and torch's kernels for it: another instruction set rounds differently, so other returns
+    assert redone["cpu"] == cpu_model() and redone["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     runs = json.loads(runs_path.read_text())
     assert runs[0] == first[0] and runs[-1]["cells_done"] == 1 and runs[-1]["finished"] and runs[-1]["threads_per_cell"] == 1
+    assert runs[-1]["machine"].endswith(f"cores, {cpu_model()}")
     total = sum(r["elapsed_s"] for r in runs) / 60
     assert f"Elapsed wall-clock time of the benchmark invocations that ran cells (runs.json): {total:.1f} min " \
         f"for {sum(r['cells_done'] for r in runs)} cells, in {len(runs)} invocation(s)" in (quick["dir"] / "table.md").read_text()

@@ -50,6 +50,7 @@ from promptdiff.callbacks import targets
 from promptdiff.data.segments import data_record
 from promptdiff.rollout import evaluate
 from promptdiff.rollout.evaluator import summarise
+from promptdiff.threads import cpu_model
 
 
 class RolloutCallback(L.Callback):
@@ -152,8 +153,10 @@ class RolloutCallback(L.Callback):
         sets = targets.prompt_sets(module, trainer.datamodule, tasks, self.prompt_seed, only=only)
         # the thread count is recorded: float32 matmuls split over a different number of threads round differently,
         # and over a 1,000-step episode such differences can grow into different returns
+        # and so is the CPU and the kernels torch chose for it (AVX512, AVX2, ...): they round differently too
         summary = {"family": family.name, "episodes": self.episodes, "seed": self.seed,
                    "prompt_seed": self.prompt_seed, "torch_threads": torch.get_num_threads(),
+                   "cpu": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
                    "world_size": trainer.world_size, "sets": {}}  # fmt: skip
         if tuning:
             summary.update(method=type(module).__name__, primary=module.primary_set,

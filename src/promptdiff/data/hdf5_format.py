@@ -456,14 +456,18 @@ def content_digest(path: str | Path) -> str:
 def _content_digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
 
+    def update(prefix: str, value) -> None:
+        value = np.asarray(value)
+        if value.dtype.kind == "O":  # variable-length strings: their text, not the addresses of the objects
+            value = value.astype(str)
+        h.update(f"{prefix}{value.dtype.str}:{value.shape}\0".encode() + np.ascontiguousarray(value).tobytes())
+
     def add(name: str, obj) -> None:
         h.update(name.encode() + b"\0")
         for key in sorted(obj.attrs):
-            value = np.asarray(obj.attrs[key])
-            h.update(f"{key}:{value.dtype.str}:{value.shape}\0".encode() + value.tobytes())
+            update(f"{key}:", obj.attrs[key])
         if isinstance(obj, h5py.Dataset):
-            value = obj[()]
-            h.update(f"{value.dtype.str}:{value.shape}\0".encode() + np.ascontiguousarray(value).tobytes())
+            update("", obj[()])
 
     try:
         with h5py.File(path, "r") as f:
