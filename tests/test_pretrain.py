@@ -173,12 +173,12 @@ def test_sigterm_leaves_a_resumable_last_checkpoint_and_exits_non_zero(tmp_path)
             "--model.init_args.width", "16", "--model.init_args.mlp_width", "32", "--model.init_args.layers", "1"]  # fmt: skip
     log = tmp_path / "fit.log"
     cmd = [sys.executable, "-c", "import sys; from promptdiff.cli.main import main; sys.exit(main())"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # the log shows each line as it is printed
     with open(log, "w") as out:
         proc = subprocess.Popen([*cmd, *args, "--trainer.max_steps", "100000"], stdout=out, stderr=subprocess.STDOUT,
                                 env=env)  # fmt: skip
         deadline = time.time() + 120
-        while "Training:" not in log.read_text() and "| Name" not in log.read_text() and time.time() < deadline:
+        while "Trainable params" not in log.read_text() and time.time() < deadline:  # the model summary: fit begins
             time.sleep(0.2)
         time.sleep(3)  # some steps
         proc.send_signal(signal.SIGTERM)
